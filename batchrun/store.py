@@ -1,0 +1,175 @@
+"""The on-disk layout of an output directory, shared by the writer (sink) and the readers.
+
+    DIR/batchrun.json          manifest: the job snapshot and the expected request count
+    DIR/journal/NNNNNN.jsonl   results as they arrive, one JSON line each (plain writes)
+    DIR/parts/NNNNNN.parquet   checkpoints: journal segment NNNNNN turned into Parquet
+    DIR/.lock                  held (flock) by the live run
+
+A journal segment whose part exists is already checkpointed; one without is read as it is, its
+torn last line (a write cut by a crash) skipped. Parts sort in the order results arrived, so
+"latest result" is "last seen" when reading them in name order.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+MANIFEST = "batchrun.json"
+JOURNAL_DIR = "journal"
+PARTS_DIR = "parts"
+LOCK = ".lock"
+OWNED_NAMES = frozenset({MANIFEST, MANIFEST + ".tmp", JOURNAL_DIR, PARTS_DIR, LOCK, "run.log"})
+
+KEY_COLUMNS = ("id", "variant", "sample")
+
+RESULT_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("variant", pa.string()),
+        ("provider", pa.string()),
+        ("model", pa.string()),
+        ("sample", pa.int32()),
+        ("request_hash", pa.string()),
+        ("status", pa.string()),
+        ("content", pa.string()),
+        ("reasoning", pa.string()),
+        ("parsed", pa.string()),
+        ("tool_calls", pa.string()),
+        ("finish_reason", pa.string()),
+        ("prompt_tokens", pa.int64()),
+        ("completion_tokens", pa.int64()),
+        ("reasoning_tokens", pa.int64()),
+        ("cached_tokens", pa.int64()),
+        ("total_tokens", pa.int64()),
+        ("cost_usd", pa.float64()),
+        ("latency_s", pa.float64()),
+        ("attempts", pa.int32()),
+        ("error_type", pa.string()),
+        ("error_message", pa.string()),
+        ("response_id", pa.string()),
+        ("finished_at", pa.timestamp("us", tz="UTC")),
+        ("raw", pa.string()),
+    ]
+)
+RESULT_COLUMNS = frozenset(RESULT_SCHEMA.names)
+
+
+def segment_name(seq: int, suffix: str) -> str:
+    """File name of journal segment / part number `seq`."""
+    return f"{seq:06d}{suffix}"
+
+
+def parse_seq(path: Path) -> int:
+    """The sequence number in a journal or part file name."""
+    return int(path.name.split(".", 1)[0])
+
+
+def list_parts(root: Path) -> list[Path]:
+    """Checkpointed parts, oldest first (temporary files excluded)."""
+    folder = root / PARTS_DIR
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.name.endswith(".parquet"))
+
+
+def list_journals(root: Path) -> list[Path]:
+    """Journal segments, oldest first."""
+    folder = root / JOURNAL_DIR
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix == ".jsonl")
+
+
+def read_journal(path: Path) -> list[dict[str, Any]]:
+    """Records of one journal segment; lines a crash left torn are skipped."""
+    records = []
+    with path.open("rb") as handle:
+        for line in handle:
+            try:
+                record = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue  # a write cut short by a kill; the request will be sent again
+            if isinstance(record, dict):
+                records.append(record)
+    return records
+
+
+def records_to_table(records: list[dict[str, Any]]) -> pa.Table:
+    """Journal records -> an Arrow table with the result schema first, extra columns after."""
+    columns: dict[str, pa.Array] = {}
+    for field in RESULT_SCHEMA:
+        values = [r.get(field.name) for r in records]
+        if field.name == "finished_at":
+            columns[field.name] = pa.array(values, pa.int64()).cast(field.type)
+        else:
+            columns[field.name] = pa.array(values, field.type)
+    extra: dict[str, None] = {}
+    for record in records:
+        for key in record:
+            if key not in RESULT_COLUMNS:
+                extra[key] = None
+    for key in extra:
+        columns[key] = pa.array([r.get(key) for r in records])
+    return pa.table(columns)
+
+
+def write_atomically(table: pa.Table, path: Path) -> None:
+    """Write a Parquet file under a temporary name, fsync it, rename it, fsync the folder."""
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as handle:
+        pq.write_table(table, handle, compression="zstd")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` durable."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_all(root: Path) -> pa.Table | None:
+    """Every result on disk (parts, then journals not yet checkpointed), in arrival order."""
+    tables = [pq.read_table(p) for p in list_parts(root)]
+    done = {parse_seq(p) for p in list_parts(root)}
+    for journal in list_journals(root):
+        if parse_seq(journal) not in done:
+            records = read_journal(journal)
+            if records:
+                tables.append(records_to_table(records))
+    tables = [t for t in tables if t.num_rows]
+    if not tables:
+        return None
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+def latest_per_key(table: pa.Table) -> pa.Table:
+    """One row per (id, variant, sample): the last one that arrived."""
+    n = table.num_rows
+    if n == 0:
+        return table
+    order = pa.array(range(n), pa.int64())
+    indexed = table.select(list(KEY_COLUMNS)).append_column("__order", order)
+    last = indexed.group_by(list(KEY_COLUMNS), use_threads=False).aggregate([("__order", "max")])
+    # Sorted, so readers see results in the order they arrived.
+    rows = np.sort(last.column("__order_max").to_numpy())
+    return table.take(pa.array(rows))
+
+
+def iter_keys(table: pa.Table, columns: Iterable[str]) -> Iterable[tuple[Any, ...]]:
+    """Tuples of the given columns, row by row (for building small lookup sets)."""
+    arrays = [table.column(c).to_pylist() for c in columns]
+    return zip(*arrays, strict=True)
