@@ -160,11 +160,11 @@ class Job:
 
     def input_path(self) -> Path:
         """The input path, resolved against the job file's folder."""
-        return self.base_dir / Path(self.input.path).expanduser()
+        return (self.base_dir / Path(self.input.path).expanduser()).resolve()
 
     def output_path(self) -> Path:
         """The output directory, resolved against the job file's folder."""
-        return self.base_dir / Path(self.output.path).expanduser()
+        return (self.base_dir / Path(self.output.path).expanduser()).resolve()
 
     def provider(self, name: str) -> ProviderSpec:
         """The [[provider]] called `name`; KeyError if there is none."""

@@ -11,7 +11,8 @@ from tenacity import (
     RetryCallState,
     retry_if_exception_type,
     stop_after_attempt,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 from tenacity.wait import wait_base
 
@@ -43,9 +44,9 @@ def retry_policy(
     before_sleep: Callable[[RetryCallState], Any] | None = None,
 ) -> AsyncRetrying:
     """A policy to `.copy()` per request: it keeps per-run state and is not shareable."""
-    backoff = wait_exponential_jitter(
-        initial=spec.backoff_initial_s, max=spec.backoff_max_s, jitter=spec.backoff_initial_s
-    )
+    backoff = wait_exponential(
+        multiplier=spec.backoff_initial_s, max=spec.backoff_max_s
+    ) + wait_random(0, spec.backoff_initial_s)
     return AsyncRetrying(
         stop=stop_after_attempt(spec.max_attempts),
         wait=wait_retry_after(backoff, spec.retry_after_max_s),

@@ -1,0 +1,40 @@
+"""batchrun: large batches of chat-completion calls, with limits, retries and checkpoints."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from batchrun import errors
+from batchrun.job import Job
+from batchrun.results import read
+from batchrun.runner import RunOptions, RunSummary
+
+__all__ = ["Job", "RunSummary", "arun", "errors", "read", "run"]
+__version__ = "0.1.0"
+
+
+def _load(job_or_path: Job | str | Path, overrides: dict[str, Any]) -> tuple[Job, RunOptions]:
+    job = job_or_path if isinstance(job_or_path, Job) else Job.from_toml(job_or_path)
+    input_path = overrides.pop("input", None)
+    output_path = overrides.pop("output", None)
+    job = job.with_overrides(
+        input_path=str(Path(input_path).resolve()) if input_path else None,
+        output_path=str(Path(output_path).resolve()) if output_path else None,
+    )
+    overrides.setdefault("progress", False)
+    return job, RunOptions(**overrides)
+
+
+async def arun(job_or_path: Job | str | Path, **overrides: Any) -> RunSummary:
+    """Run (or resume) a job; overrides: input, output, limit, fresh, retry_errors, progress."""
+    from batchrun.runner import arun as _arun
+
+    job, options = _load(job_or_path, overrides)
+    return await _arun(job, options)
+
+
+def run(job_or_path: Job | str | Path, **overrides: Any) -> RunSummary:
+    """Run (or resume) a job and return its summary; the blocking form of `arun`."""
+    return asyncio.run(arun(job_or_path, **overrides))

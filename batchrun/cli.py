@@ -1,0 +1,164 @@
+"""The `batchrun` command: argument parsing, output for people, and exit codes only."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import orjson
+
+from batchrun.errors import UsageError
+
+EXIT_OK, EXIT_SOME_ERRORS, EXIT_USAGE, EXIT_BUDGET, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="batchrun",
+        description="Run large batches of chat-completion calls with limits, retries and "
+        "checkpoints.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run or resume a job",
+                              description="Run a job, or resume it where it stopped.")
+    run.add_argument("job", help="the job file (TOML)")
+    run.add_argument("--input", help="input file, directory or glob (overrides [input] path)")
+    run.add_argument("--output", help="output directory (overrides [output] path)")
+    run.add_argument("--limit", type=int, help="only the first N input rows")
+    run.add_argument("--fresh", action="store_true",
+                     help="discard earlier results in the output directory first")
+    run.add_argument("--retry-errors", action="store_true",
+                     help="send again the requests that ended in error")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar or log lines")
+
+    validate = commands.add_parser(
+        "validate", help="check a job, its input and its keys without sending anything",
+        description="Check the job file, the input's columns and the providers' key variables.")
+    validate.add_argument("job")
+
+    estimate = commands.add_parser(
+        "estimate", help="estimate tokens, cost and time before spending",
+        description="Rows x variants, tokens, cost range and time at the configured limits.")
+    estimate.add_argument("job")
+    estimate.add_argument("--sample", type=int, metavar="N",
+                          help="run N rows per variant for real and extrapolate")
+
+    report = commands.add_parser("report", help="progress and totals of a run",
+                                 description="Counts, tokens, cost, latency and errors of a run.")
+    report.add_argument("dir", help="the run's output directory")
+    report.add_argument("--json", action="store_true", help="one JSON object, for scripts")
+
+    export = commands.add_parser("export", help="write the results to a file",
+                                 description="One row per (id, variant, sample), latest result.")
+    export.add_argument("dir", help="the run's output directory")
+    export.add_argument("--to", required=True, help="target file: .parquet, .jsonl or .csv")
+    export.add_argument("--join-input", action="store_true", help="add the input's columns")
+    export.add_argument("--format", choices=["openai-batch"],
+                        help="write the OpenAI Batch API output shape (JSONL)")
+
+    mock = commands.add_parser("mock", help="serve the built-in mock provider on loopback",
+                               description="OpenAI and Anthropic formats on 127.0.0.1.")
+    mock.add_argument("--port", type=int, default=8765)
+    mock.add_argument("--latency-ms", type=float, default=0.0)
+    mock.add_argument("--rpm", type=float, help="requests per minute it enforces")
+    mock.add_argument("--tpm", type=float, help="tokens per minute it enforces")
+    mock.add_argument("--window-s", type=float, default=60.0,
+                      help="length of the window the limits are enforced over")
+    mock.add_argument("--fail-rate", type=float, default=0.0,
+                      help="fraction of requests answered with an injected failure")
+    mock.add_argument("--shape", default="openai",
+                      help="response shape: openai, liandanxia, relay, jiekou, deepseek, "
+                      "openrouter")
+    mock.add_argument("--reasoning", default="none", choices=["none", "field", "think"])
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="batchrun: %(message)s", stream=sys.stderr)
+    try:
+        return _dispatch(args)
+    except UsageError as error:
+        print(f"batchrun: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("batchrun: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "run":
+        return _run(args)
+    if args.command == "validate":
+        from batchrun.validate import validate
+
+        print(validate(args.job))
+        return EXIT_OK
+    if args.command == "estimate":
+        from batchrun.estimate import estimate_command
+
+        return estimate_command(args.job, sample=args.sample)
+    if args.command == "report":
+        from batchrun.report import build_report, format_report
+
+        report = build_report(args.dir)
+        if args.json:
+            print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+        else:
+            print(format_report(report))
+        return EXIT_OK
+    if args.command == "export":
+        from batchrun.results import export
+
+        count = export(args.dir, args.to, join_input=args.join_input, format=args.format)
+        print(f"wrote {count} rows to {args.to}")
+        return EXIT_OK
+    from batchrun.mock import MockConfig, serve
+
+    serve(MockConfig(port=args.port, latency_ms=args.latency_ms, rpm=args.rpm, tpm=args.tpm,
+                     window_s=args.window_s, fail_rate=args.fail_rate, shape=args.shape,
+                     reasoning=args.reasoning))
+    return EXIT_OK
+
+
+def _run(args: argparse.Namespace) -> int:
+    from batchrun.job import Job
+    from batchrun.runner import RunOptions, arun
+
+    job = Job.from_toml(args.job).with_overrides(
+        input_path=str(Path(args.input).resolve()) if args.input else None,
+        output_path=str(Path(args.output).resolve()) if args.output else None,
+    )
+    options = RunOptions(
+        limit=args.limit, fresh=args.fresh, retry_errors=args.retry_errors,
+        progress=not args.no_progress, handle_signals=True,
+    )
+    summary = asyncio.run(arun(job, options))
+    tokens = summary.tokens
+    cost = "unpriced" if summary.cost_usd is None else f"${summary.cost_usd:.4f}"
+    lines = [
+        f"{summary.name}: {summary.ok} ok, {summary.error} error, {summary.pending} pending "
+        f"of {summary.total} requests ({summary.skipped} already done before this run)",
+        f"this run: {tokens['prompt']:,} prompt + {tokens['completion']:,} completion tokens "
+        f"({tokens['reasoning']:,} reasoning, {tokens['cached']:,} cached), cost {cost}, "
+        f"{summary.elapsed_s:.1f}s",
+        f"results in {summary.output}; see `batchrun report {summary.output}`",
+    ]
+    if summary.stopped == "interrupted":
+        lines.append("interrupted: results so far are saved; run the same command to resume")
+    elif summary.stopped == "budget":
+        lines.append("stopped by [budget] max_usd; raise it and run the same command to continue")
+    elif summary.error:
+        lines.append("some requests ended in error; `--retry-errors` sends them again")
+    print("\n".join(lines), file=sys.stderr)
+    return summary.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,217 @@
+"""The transport: one aiohttp session per provider, and the one place foreign errors are mapped.
+
+Everything aiohttp, HTTP status codes and undecodable JSON can throw is turned into the tree of
+`batchrun.errors` here; nothing above this module catches `aiohttp` exceptions.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import orjson
+
+from batchrun.answer import Answer
+from batchrun.errors import (
+    AuthenticationFailed,
+    BadRequest,
+    ConnectionFailed,
+    MalformedResponse,
+    NotFound,
+    Overloaded,
+    RateLimited,
+    RequestError,
+    ServerError,
+    TerminalError,
+    Timeout,
+)
+from batchrun.parse import error_from_body
+from batchrun.providers.sse import SSEDecoder
+
+if TYPE_CHECKING:
+    from batchrun.job import ProviderSpec
+    from batchrun.providers.base import WireFormat
+
+HeaderObserver = Callable[[Mapping[str, str], int], None]
+MAX_ERROR_BODY = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A successful response: the parsed answer, the raw text if kept, and how long it took."""
+
+    answer: Answer
+    latency_s: float
+    raw: str | None
+
+
+class ProviderClient:
+    """Sends bodies to one provider and hands back parsed answers or `RequestError`s."""
+
+    def __init__(
+        self,
+        spec: ProviderSpec,
+        wire_format: WireFormat,
+        *,
+        api_key: str | None,
+        reasoning: str = "auto",
+        keep_raw: bool = False,
+        on_headers: HeaderObserver | None = None,
+    ) -> None:
+        self.spec = spec
+        self.format = wire_format
+        self.url = wire_format.url(spec.base_url)
+        self._api_key = api_key
+        self._headers = {
+            "Content-Type": "application/json",
+            **dict(spec.headers),
+            **wire_format.auth_headers(api_key),
+        }
+        self._reasoning = reasoning
+        self._keep_raw = keep_raw
+        self._on_headers = on_headers
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> ProviderClient:
+        connector = aiohttp.TCPConnector(
+            limit=self.spec.max_concurrency, limit_per_host=0, ttl_dns_cache=300
+        )
+        timeout = aiohttp.ClientTimeout(
+            total=self.spec.timeout_seconds, sock_read=self.spec.idle_timeout_seconds
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector, timeout=timeout, headers=self._headers
+        )
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def send(self, body: dict[str, Any]) -> Reply:
+        """POST one request; returns its Reply or raises a `RequestError`."""
+        assert self._session is not None, "use ProviderClient as an async context manager"
+        payload = orjson.dumps(self.format.wire_body(body))
+        started = time.monotonic()
+        try:
+            async with self._session.post(self.url, data=payload) as response:
+                if self._on_headers is not None:
+                    self._on_headers(response.headers, response.status)
+                if response.status != 200:
+                    text = await _read_capped(response)
+                    raise self._status_error(response.status, response.headers, text, body)
+                if body.get("stream"):
+                    answer, raw = await self._read_stream(response)
+                else:
+                    raw_bytes = await response.read()
+                    answer = self.format.parse_body(_loads(raw_bytes), reasoning=self._reasoning)
+                    raw = raw_bytes.decode("utf-8", "replace") if self._keep_raw else None
+        except RequestError as error:
+            raise self._redacted(error) from None
+        except (TimeoutError, aiohttp.ServerTimeoutError) as error:
+            raise Timeout(f"{self.spec.name}: no complete answer in time ({error!r})") from None
+        except aiohttp.ClientPayloadError as error:
+            raise ConnectionFailed(f"{self.spec.name}: answer cut short: {error}") from None
+        except aiohttp.ClientError as error:
+            raise ConnectionFailed(f"{self.spec.name}: {type(error).__name__}: {error}") from None
+        return Reply(answer=answer, latency_s=time.monotonic() - started, raw=raw)
+
+    async def _read_stream(self, response: aiohttp.ClientResponse) -> tuple[Answer, str | None]:
+        decoder = SSEDecoder()
+        parser = self.format.stream_parser(reasoning=self._reasoning)
+        raw_parts: list[bytes] | None = [] if self._keep_raw else None
+        done = False
+        async for chunk in response.content.iter_any():
+            if raw_parts is not None:
+                raw_parts.append(chunk)
+            for event in decoder.feed(chunk):
+                done = parser.feed(event) or done
+            if done:
+                break
+        if not done:
+            for event in decoder.close():
+                parser.feed(event)
+        raw = b"".join(raw_parts).decode("utf-8", "replace") if raw_parts is not None else None
+        return parser.finish(), raw
+
+    def _status_error(
+        self, status: int, headers: Mapping[str, str], text: str, body: dict[str, Any]
+    ) -> RequestError:
+        retry_after = parse_retry_after(headers)
+        try:
+            data: Any = orjson.loads(text) if text else None
+        except orjson.JSONDecodeError:
+            data = None
+        refined = error_from_body(status, data) if data is not None else None
+        detail = refined.message if refined is not None else (text.strip()[:500] or "no body")
+        name = self.spec.name
+        if status == 429:
+            return RateLimited(f"{name}: rate limited (HTTP 429): {detail}",
+                               status=status, retry_after=retry_after)
+        if status == 529:
+            return Overloaded(f"{name}: overloaded (HTTP 529): {detail}",
+                              status=status, retry_after=retry_after)
+        if status in (408, 409, 425) or status >= 500:
+            return ServerError(f"{name}: HTTP {status}: {detail}",
+                               status=status, retry_after=retry_after)
+        if status in (401, 403):
+            where = f"${self.spec.api_key_env}" if self.spec.api_key_env else "api_key_env"
+            return AuthenticationFailed(
+                f"{name}: HTTP {status}, the key was refused; check the key in {where}: {detail}",
+                status=status)
+        if status == 404:
+            return NotFound(
+                f"{name}: HTTP 404 for POST {self.url} with model {body.get('model')!r}; "
+                f"check base_url and the model name: {detail}", status=status)
+        if isinstance(refined, TerminalError):  # e.g. a 400 whose code says context too long
+            return type(refined)(f"{name}: HTTP {status}: {detail}", status=status)
+        return BadRequest(f"{name}: HTTP {status}: {detail}", status=status)
+
+    def _redacted(self, error: RequestError) -> RequestError:
+        # Some providers echo the key they refused; it must never reach a file or a log.
+        if self._api_key and self._api_key in error.message:
+            error.message = error.message.replace(self._api_key, "***")
+            error.args = (error.message,)
+        return error
+
+
+def _loads(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        preview = raw[:200].decode("utf-8", "replace")
+        raise MalformedResponse(f"response is not valid JSON ({error}): {preview!r}") from None
+
+
+async def _read_capped(response: aiohttp.ClientResponse) -> str:
+    raw = await response.content.read(MAX_ERROR_BODY)
+    return raw.decode("utf-8", "replace")
+
+
+def parse_retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from `retry-after-ms`, or `Retry-After` as seconds or an HTTP date."""
+    millis = headers.get("retry-after-ms")
+    if millis is not None:
+        try:
+            return max(0.0, float(millis) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+

@@ -1,0 +1,80 @@
+"""Input row x variant x sample -> one canonical request body and the hash that identifies it."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from batchrun.tokens import estimate_messages_tokens
+
+if TYPE_CHECKING:
+    from batchrun.job import VariantSpec
+    from batchrun.sources import InputRow
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One call to make: which row, variant and sample, and the exact body to send."""
+
+    row_id: str
+    variant: str
+    provider: str
+    model: str
+    sample: int
+    body: dict[str, Any]
+    hash: str
+    prompt_tokens_est: int
+    max_tokens: int | None
+    keep: dict[str, Any]
+
+
+def request_hash(provider: str, variant: str, sample: int, body: dict[str, Any]) -> str:
+    """Hash of the canonical body together with provider, variant and sample index."""
+    canonical = orjson.dumps([provider, variant, sample, body], option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(canonical).hexdigest()
+
+
+def build_body(row: InputRow, variant: VariantSpec, sample: int) -> dict[str, Any]:
+    """The OpenAI-shaped body for one sample; wire formats translate it when they send."""
+    params = variant.params
+    if row.body is not None:
+        # OpenAI Batch API input: the file's body is the request; the variant names the model
+        # (so one batch file can be swept over models) and fills params the body leaves out.
+        body = {**params, **row.body, "model": variant.model}
+    else:
+        body = {"model": variant.model, "messages": row.messages, **params}
+    if sample and "seed" in body and isinstance(body["seed"], int):
+        # Sample k gets seed + k: distinct samples, yet the whole sweep can be repeated.
+        body["seed"] = body["seed"] + sample
+    if variant.stream:
+        body["stream"] = True
+    else:
+        body.pop("stream", None)
+    return body
+
+
+def requests_for_row(
+    row: InputRow, variants: Sequence[VariantSpec]
+) -> Iterator[Request]:
+    """Every (variant, sample) request for one input row."""
+    for variant in variants:
+        for sample in range(variant.samples):
+            body = build_body(row, variant, sample)
+            messages = body.get("messages") or ()
+            max_tokens = body.get("max_tokens", body.get("max_completion_tokens"))
+            yield Request(
+                row_id=row.id,
+                variant=variant.name,
+                provider=variant.provider,
+                model=variant.model,
+                sample=sample,
+                body=body,
+                hash=request_hash(variant.provider, variant.name, sample, body),
+                prompt_tokens_est=estimate_messages_tokens(messages),
+                max_tokens=max_tokens if isinstance(max_tokens, int) else None,
+                keep=row.keep,
+            )

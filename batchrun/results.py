@@ -1,0 +1,137 @@
+"""The read side: results as a DataFrame, and export to files. Never imports the runner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from batchrun import store
+from batchrun.errors import UsageError
+from batchrun.manifest import read_manifest
+
+_PANDAS_TYPES = {pa.int64(): pd.Int64Dtype(), pa.int32(): pd.Int32Dtype()}
+
+
+def read_table(root: str | Path) -> pa.Table:
+    """One row per (id, variant, sample), its latest result, as an Arrow table."""
+    root = Path(root)
+    if not root.is_dir():
+        raise UsageError(f"{root}: no such output directory")
+    if read_manifest(root) is None and not store.list_parts(root):
+        raise UsageError(f"{root}: not a batchrun output directory (no {store.MANIFEST})")
+    table = store.read_all(root)
+    if table is None:
+        return store.RESULT_SCHEMA.empty_table()
+    return store.latest_per_key(table)
+
+
+def read(root: str | Path) -> pd.DataFrame:
+    """The results of a run (also while it runs) as a pandas DataFrame."""
+    return read_table(root).to_pandas(types_mapper=_PANDAS_TYPES.get)
+
+
+def export(
+    root: str | Path,
+    to: str | Path,
+    *,
+    join_input: bool = False,
+    format: str | None = None,
+) -> int:
+    """Write the results to `to` (.parquet, .jsonl or .csv by suffix); returns the row count."""
+    root, target = Path(root), Path(to)
+    table = read_table(root)
+    if join_input:
+        table = _join_input(root, table)
+    if format == "openai-batch":
+        _write_openai_batch(table, target)
+        return table.num_rows
+    if format is not None:
+        raise UsageError(f"unknown export format {format!r}; known: openai-batch")
+    suffix = target.suffix.lower()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".parquet":
+        pq.write_table(table, target)
+    elif suffix == ".csv":
+        pacsv.write_csv(table, target)
+    elif suffix == ".jsonl":
+        _write_jsonl(table, target)
+    else:
+        raise UsageError(f"{target}: unknown suffix; use .parquet, .jsonl or .csv")
+    return table.num_rows
+
+
+def _write_jsonl(table: pa.Table, target: Path) -> None:
+    with target.open("wb") as handle:
+        for batch in table.to_batches(max_chunksize=4096):
+            for row in batch.to_pylist():
+                handle.write(orjson.dumps(row, default=str) + b"\n")
+
+
+def _join_input(root: Path, table: pa.Table) -> pa.Table:
+    from batchrun import sources
+    from batchrun.job import Job
+
+    manifest = read_manifest(root)
+    if manifest is None:
+        raise UsageError(f"{root}: no {store.MANIFEST}; --join-input needs the job it ran")
+    job = Job.from_dict(manifest["job"], base_dir=Path(manifest.get("base_dir", ".")))
+    frame = sources.read_frame(job.input, job.base_dir)
+    results = table.to_pandas(types_mapper=_PANDAS_TYPES.get)
+    inputs = frame.rename(columns={c: f"input_{c}" for c in frame.columns
+                                   if c != "id" and c in results.columns})
+    merged = results.merge(inputs, on="id", how="left")
+    return pa.Table.from_pandas(merged, preserve_index=False)
+
+
+def _write_openai_batch(table: pa.Table, target: Path) -> None:
+    """The OpenAI Batch API output shape: one line per result, the body a chat.completion."""
+    multi = len(set(table.column("variant").to_pylist())) > 1 or any(
+        s > 0 for s in table.column("sample").to_pylist()
+    )
+    with target.open("wb") as handle:
+        for row in table.to_pylist():
+            custom_id = f"{row['id']}/{row['variant']}/{row['sample']}" if multi else row["id"]
+            handle.write(orjson.dumps(_batch_line(row, custom_id)) + b"\n")
+
+
+def _batch_line(row: dict[str, Any], custom_id: str) -> dict[str, Any]:
+    if row["status"] != "ok":
+        return {
+            "id": f"batch_req_{row['request_hash'][:24]}",
+            "custom_id": custom_id,
+            "response": None,
+            "error": {"code": row["error_type"], "message": row["error_message"]},
+        }
+    message: dict[str, Any] = {"role": "assistant", "content": row["content"]}
+    if row.get("reasoning"):
+        message["reasoning_content"] = row["reasoning"]
+    if row.get("tool_calls"):
+        message["tool_calls"] = orjson.loads(row["tool_calls"])
+    usage: dict[str, Any] = {
+        "prompt_tokens": row["prompt_tokens"],
+        "completion_tokens": row["completion_tokens"],
+        "total_tokens": row["total_tokens"],
+    }
+    if row.get("reasoning_tokens") is not None:
+        usage["completion_tokens_details"] = {"reasoning_tokens": row["reasoning_tokens"]}
+    if row.get("cached_tokens") is not None:
+        usage["prompt_tokens_details"] = {"cached_tokens": row["cached_tokens"]}
+    body = {
+        "id": row["response_id"],
+        "object": "chat.completion",
+        "model": row["model"],
+        "choices": [{"index": 0, "message": message, "finish_reason": row["finish_reason"]}],
+        "usage": usage,
+    }
+    return {
+        "id": f"batch_req_{row['request_hash'][:24]}",
+        "custom_id": custom_id,
+        "response": {"status_code": 200, "request_id": row["response_id"], "body": body},
+        "error": None,
+    }

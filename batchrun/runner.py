@@ -1,0 +1,390 @@
+"""The async core: input rows -> requests -> per-provider queues -> workers -> sink.
+
+Rows are pulled from the source only as the bounded queues drain, so memory is set by what is in
+flight and buffered for the next checkpoint, never by the size of the input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import signal
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from batchrun import sources, store
+from batchrun.errors import UsageError
+from batchrun.job import Job, ProviderSpec
+from batchrun.limits import ProviderLimiter
+from batchrun.manifest import expected_requests, write_manifest
+from batchrun.progress import Progress
+from batchrun.providers import get_format
+from batchrun.providers.http import ProviderClient
+from batchrun.requests import Request, requests_for_row
+from batchrun.retry import retry_policy
+from batchrun.sink import OutputLock, Sink, prepare_output
+from batchrun.structured import AnswerChecker
+from batchrun.worker import Budget, Lane, Settings, Tally, process, worst_cost
+
+# After the first Ctrl-C, requests in flight get this long to finish before they are dropped.
+GRACE_SECONDS = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """Command-line choices that are not part of the job."""
+
+    limit: int | None = None
+    fresh: bool = False
+    retry_errors: bool = False
+    progress: bool = True
+    handle_signals: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """What a run did; `exit_code` follows the CLI's contract."""
+
+    name: str
+    output: Path
+    total: int
+    ok: int
+    error: int
+    skipped: int
+    pending: int
+    tokens: dict[str, int]
+    cost_usd: float | None
+    elapsed_s: float
+    stopped: str | None  # "budget" | "interrupted" | None
+
+    @property
+    def exit_code(self) -> int:
+        """0 all ok, 1 some errors, 3 stopped by the budget, 130 interrupted."""
+        if self.stopped == "interrupted":
+            return 130
+        if self.stopped == "budget":
+            return 3
+        return 1 if self.error else 0
+
+
+async def arun(job: Job, options: RunOptions | None = None) -> RunSummary:
+    """Run (or resume) a job and return its summary."""
+    options = options or RunOptions()
+    scan = await asyncio.to_thread(
+        sources.scan, job.input, job.base_dir, job.output.keep_columns
+    )
+    _check_columns(job)
+    keys = _api_keys(job)
+    root = job.output_path()
+    prepare_output(root, fresh=options.fresh)
+    lock = OutputLock(root)
+    lock.acquire()
+    try:
+        return await _run_locked(job, options, scan, keys, root)
+    finally:
+        lock.release()
+
+
+async def _run_locked(
+    job: Job, options: RunOptions, scan: sources.InputScan, keys: dict[str, str | None],
+    root: Path,
+) -> RunSummary:
+    started = time.monotonic()
+    rows = scan.rows if options.limit is None else min(scan.rows, options.limit)
+    sink = Sink(root, flush_rows=job.output.flush_rows, flush_seconds=job.output.flush_seconds)
+    await asyncio.to_thread(sink.open)
+    try:
+        previous = await asyncio.to_thread(_previous_results, root, options.retry_errors)
+        write_manifest(root, job, input_rows=scan.rows)
+        total = expected_requests(job, rows)
+        tally = Tally()
+        budget = Budget(job.budget.max_usd, previous.spent)
+        settings = Settings(
+            retry=retry_policy(job.retry),
+            checker=AnswerChecker(job.parse.schema, job.parse.fields) if job.parse.json else None,
+            prices={v.name: v.price for v in job.variants},
+            backoff_initial_s=job.retry.backoff_initial_s,
+        )
+        run = _Run(job, options, sink, tally, budget, settings, previous.done, rows)
+        async with _lanes(job, keys) as lanes:
+            run.lanes = lanes
+            progress = Progress(
+                total=total, already_done=previous.counted, tally=tally,
+                enabled=options.progress, waiting=run.describe_waiting,
+            )
+            try:
+                await run.execute(progress)
+            finally:
+                progress.close()
+    finally:
+        await sink.close()
+    finished = tally.ok + tally.error
+    stopped = "interrupted" if run.interrupted else ("budget" if budget.exhausted else None)
+    return RunSummary(
+        name=job.name, output=root, total=total, ok=previous.ok + tally.ok,
+        error=previous.error + tally.error, skipped=run.skipped,
+        pending=max(0, total - previous.counted - finished),
+        tokens={
+            "prompt": tally.prompt_tokens, "completion": tally.completion_tokens,
+            "reasoning": tally.reasoning_tokens, "cached": tally.cached_tokens,
+            "total": tally.total_tokens,
+        },
+        cost_usd=tally.cost_usd if tally.priced_rows else None,
+        elapsed_s=time.monotonic() - started, stopped=stopped,
+    )
+
+
+class _Run:
+    """The moving parts of one run: producer, workers, checkpoints, signals."""
+
+    def __init__(
+        self, job: Job, options: RunOptions, sink: Sink, tally: Tally, budget: Budget,
+        settings: Settings, done: set[int], rows: int,
+    ) -> None:
+        self.job = job
+        self.options = options
+        self.sink = sink
+        self.tally = tally
+        self.budget = budget
+        self.settings = settings
+        self.done = done
+        self.rows = rows
+        self.lanes: dict[str, Lane] = {}
+        self.queues: dict[str, asyncio.Queue[Request | None]] = {}
+        self.stopping = False
+        self.interrupted = False
+        self.skipped = 0
+        self._flush_wanted = asyncio.Event()
+
+    async def execute(self, progress: Progress) -> None:
+        workers: list[asyncio.Task[None]] = []
+        for name, lane in self.lanes.items():
+            spec = self.job.provider(name)
+            self.queues[name] = asyncio.Queue(maxsize=2 * spec.max_concurrency)
+            workers += [
+                asyncio.create_task(self._work(lane, self.queues[name]))
+                for _ in range(spec.max_concurrency)
+            ]
+        producer = asyncio.create_task(self._produce())
+        flusher = asyncio.create_task(self._flush_loop(progress))
+        loop = asyncio.get_running_loop()
+        if self.options.handle_signals:
+            loop.add_signal_handler(signal.SIGINT, self._on_interrupt, producer, workers)
+            loop.add_signal_handler(signal.SIGTERM, self._on_interrupt, producer, workers)
+        try:
+            # return_exceptions: wait for every worker, even when the producer was cancelled.
+            outcomes = await asyncio.gather(producer, *workers, return_exceptions=True)
+            for outcome in outcomes:
+                if isinstance(outcome, Exception):
+                    raise outcome
+        finally:
+            if self.options.handle_signals:
+                loop.remove_signal_handler(signal.SIGINT)
+                loop.remove_signal_handler(signal.SIGTERM)
+            flusher.cancel()
+            await asyncio.gather(flusher, return_exceptions=True)
+
+    def _on_interrupt(
+        self, producer: asyncio.Task[None], workers: list[asyncio.Task[None]]
+    ) -> None:
+        if self.interrupted:
+            for task in workers:  # a second Ctrl-C: stop at once, still resumable
+                task.cancel()
+            return
+        self.interrupted = True
+        self.stopping = True
+        producer.cancel()
+        for queue in self.queues.values():
+            _drain(queue)
+            for _ in range(queue.maxsize):
+                queue.put_nowait(None)
+        asyncio.get_running_loop().call_later(
+            GRACE_SECONDS, lambda: [t.cancel() for t in workers]
+        )
+
+    async def _produce(self) -> None:
+        try:
+            await self._feed()
+        finally:
+            if not self.stopping:  # a stop has already queued the end markers
+                for name, queue in self.queues.items():
+                    for _ in range(self.job.provider(name).max_concurrency):
+                        await queue.put(None)
+
+    async def _feed(self) -> None:
+        spec = self.job.input
+        batches = sources.iter_rows(spec, self.job.base_dir, self.job.output.keep_columns)
+        remaining = self.rows
+        while remaining > 0 and not self.stopping:
+            batch = await asyncio.to_thread(next, batches, None)
+            if batch is None:
+                return
+            for row in batch[:remaining]:
+                for request in requests_for_row(row, self.job.variants):
+                    if int(request.hash[:16], 16) in self.done:
+                        self.skipped += 1
+                        continue
+                    if self.stopping:
+                        return
+                    await self.queues[request.provider].put(request)
+            remaining -= len(batch)
+
+    async def _work(self, lane: Lane, queue: asyncio.Queue[Request | None]) -> None:
+        while True:
+            request = await queue.get()
+            if request is None or self.stopping:
+                return
+            price = self.settings.prices.get(request.variant)
+            worst = worst_cost(request, price)
+            if not self.budget.reserve(worst):
+                self._stop_for_budget()
+                return
+            record = await process(request, lane, self.settings, self.tally)
+            self.budget.settle(worst, record["cost_usd"])
+            self.sink.append(record)
+            self.tally.add(record)
+            if self.sink.pending_rows >= self.sink.flush_rows:
+                self._flush_wanted.set()
+
+    def _stop_for_budget(self) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        for queue in self.queues.values():
+            _drain(queue)
+            for _ in range(queue.maxsize):
+                queue.put_nowait(None)
+
+    async def _flush_loop(self, progress: Progress) -> None:
+        while True:
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._flush_wanted.wait(), timeout=0.5)
+            self._flush_wanted.clear()
+            progress.refresh()
+            if self.sink.due():
+                await self.sink.flush()
+
+    def describe_waiting(self) -> str:
+        """What the providers are waiting on right now, for the progress line."""
+        parts = []
+        for name, lane in self.lanes.items():
+            waits = [f"{k}:{v}" for k, v in lane.limiter.waiting.items() if v]
+            if waits:
+                parts.append(f"{name} waits {' '.join(waits)}")
+        return "; ".join(parts)
+
+
+def _drain(queue: asyncio.Queue[Request | None]) -> None:
+    while not queue.empty():
+        queue.get_nowait()
+
+
+@dataclass(frozen=True, slots=True)
+class _Previous:
+    done: set[int]
+    ok: int
+    error: int
+    counted: int
+    spent: float
+
+
+def _previous_results(root: Path, retry_errors: bool) -> _Previous:
+    """What earlier runs into this directory already settled (and what they spent)."""
+    table = store.read_all(root)
+    if table is None:
+        return _Previous(set(), 0, 0, 0, 0.0)
+    latest = store.latest_per_key(table)
+    done: set[int] = set()
+    ok = error = 0
+    for request_hash, status in store.iter_keys(latest, ("request_hash", "status")):
+        if status == "ok":
+            ok += 1
+        else:
+            error += 1
+        if status == "ok" or not retry_errors:
+            done.add(int(request_hash[:16], 16))
+    costs = [c for c in table.column("cost_usd").to_pylist() if c is not None]
+    counted = ok + error if not retry_errors else ok
+    return _Previous(done, ok, error if not retry_errors else 0, counted, float(sum(costs)))
+
+
+def _check_columns(job: Job) -> None:
+    wanted = (*job.output.keep_columns, *job.parse.fields)
+    clashes = [c for c in wanted if c in store.RESULT_COLUMNS]
+    if clashes:
+        raise UsageError(
+            f"{job.source}: {', '.join(clashes)} would overwrite result columns of the same name; "
+            "rename them in the input (or in [parse] fields) or drop them from keep_columns"
+        )
+
+
+def _api_keys(job: Job) -> dict[str, str | None]:
+    keys: dict[str, str | None] = {}
+    used = {v.provider for v in job.variants}
+    for spec in job.providers:
+        if spec.name not in used:
+            continue
+        if spec.api_key_env is None:
+            keys[spec.name] = None
+            continue
+        value = os.environ.get(spec.api_key_env)
+        if not value and spec.base_url != "mock":
+            raise UsageError(
+                f"{job.source}: provider {spec.name!r} reads its key from ${spec.api_key_env}, "
+                f"which is not set; export {spec.api_key_env}=... and run again"
+            )
+        keys[spec.name] = value or None
+    return keys
+
+
+@asynccontextmanager
+async def _lanes(job: Job, keys: dict[str, str | None]) -> AsyncIterator[dict[str, Lane]]:
+    """A client and a limiter per provider in use (and the in-process mock where asked for)."""
+    async with AsyncExitStack() as stack:
+        lanes: dict[str, Lane] = {}
+        mock_url: str | None = None
+        for name, api_key in keys.items():
+            spec = job.provider(name)
+            if spec.base_url == "mock":
+                if mock_url is None:
+                    mock_url = await stack.enter_async_context(_in_process_mock())
+                spec = dataclasses.replace(spec, base_url=mock_url)
+            limiter = _limiter(spec)
+            client = ProviderClient(
+                spec, get_format(spec.api), api_key=api_key, reasoning=job.parse.reasoning,
+                keep_raw=job.output.keep_raw,
+            )
+            await stack.enter_async_context(client)
+            lanes[name] = Lane(client=client, limiter=limiter)
+        yield lanes
+
+
+def _limiter(spec: ProviderSpec) -> ProviderLimiter:
+    return ProviderLimiter(
+        requests_per_minute=spec.requests_per_minute, tokens_per_minute=spec.tokens_per_minute
+    )
+
+
+@asynccontextmanager
+async def _in_process_mock() -> AsyncIterator[str]:
+    from batchrun.mock import MockProvider
+
+    mock = MockProvider()
+    url = await mock.start()
+    try:
+        yield url
+    finally:
+        await mock.stop()
+
+
+def summary_dict(summary: RunSummary) -> dict[str, Any]:
+    """The summary as plain JSON-able values."""
+    data = dataclasses.asdict(summary)
+    data["output"] = str(summary.output)
+    data["exit_code"] = summary.exit_code
+    return data

@@ -1,0 +1,44 @@
+"""Prices and cost: what a row cost, and the worst a request could cost before it is sent."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from batchrun.answer import Usage
+    from batchrun.job import Price
+
+PER_MILLION = 1_000_000.0
+
+
+def row_cost(usage: Usage, price: Price | None) -> float | None:
+    """USD for one answer; None without a price or without reported usage.
+
+    Cached tokens are part of prompt_tokens and billed at `cached_input` (or `input` when the
+    variant gives no cached price); reasoning tokens are inside completion_tokens already.
+    """
+    if price is None or usage.prompt_tokens is None or usage.completion_tokens is None:
+        return None
+    cached = usage.cached_tokens or 0
+    cached_price = price.cached_input if price.cached_input is not None else price.input
+    return (
+        (usage.prompt_tokens - cached) * price.input
+        + cached * cached_price
+        + usage.completion_tokens * price.output
+    ) / PER_MILLION
+
+
+def worst_case_cost(prompt_tokens: int, max_tokens: int, price: Price | None) -> float:
+    """The most one request can cost: every prompt token uncached, max_tokens generated."""
+    if price is None:
+        return 0.0
+    return (prompt_tokens * price.input + max_tokens * price.output) / PER_MILLION
+
+
+def tokens_used(usage: Usage) -> int | None:
+    """Tokens a provider counts against tokens/min for one answer."""
+    if usage.total_tokens is not None:
+        return usage.total_tokens
+    if usage.prompt_tokens is None or usage.completion_tokens is None:
+        return None
+    return usage.prompt_tokens + usage.completion_tokens
