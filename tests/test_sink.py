@@ -132,7 +132,8 @@ def test_second_live_lock_on_the_same_directory_is_refused(tmp_path: Path) -> No
     holder = subprocess.Popen(
         [sys.executable, "-c",
          "import sys, time; from pathlib import Path; from batchrun.sink import OutputLock;"
-         "lock = OutputLock(Path(sys.argv[1])); lock.acquire(); print('locked', flush=True); time.sleep(60)",
+         "lock = OutputLock(Path(sys.argv[1])); lock.acquire();"
+         "print('locked', flush=True); time.sleep(60)",
          str(root)],
         stdout=subprocess.PIPE, text=True,
     )

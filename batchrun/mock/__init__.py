@@ -1,0 +1,164 @@
+"""The built-in loopback provider: demo backend, test double of the suite, benchmark target.
+
+One aiohttp server speaks both wire formats on 127.0.0.1 (never another interface):
+
+    POST .../chat/completions   OpenAI format, in the shape of `MockConfig.shape`
+    POST .../messages           Anthropic Messages format
+    GET  .../models             the model list
+    GET  /_mock/stats           the counters (MockStats) as JSON
+    POST /_mock/limits          {"rpm": .., "tpm": ..}: change the enforced limits mid-run
+    POST /_mock/reset           zero the counters and start a fresh window
+
+Answers are deterministic (`mock.answer`; `expected_content(body)` says what the mock answers),
+limits are stated per minute and enforced per fixed window (`mock.limits`), the six OpenAI-format
+shapes copy real providers' quirks (`mock.openai`), and failures are injected at random
+(`fail_rate`, reproducible by `seed`) or on demand by directives in the last user message:
+
+    [[mock:fail=503x2]]   the first 2 attempts of this exact body get 503, later ones succeed
+    [[mock:fail=drop]]    every attempt: also truncate, malformed, error200, overloaded (529),
+                          context (400 context_length_exceeded), slow, or any HTTP status
+    [[mock:sleep_ms=500]] answer half a second later
+    [[mock:think]]        add reasoning
+
+Use `MockProvider` on your own event loop, `MockThread` from synchronous code, `serve` for
+`batchrun mock`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from batchrun.mock.answer import MockAnswer, last_user_text, make_answer, request_key
+from batchrun.mock.answer import wants_reasoning as _wants_reasoning
+from batchrun.mock.config import MockConfig, MockStats
+from batchrun.mock.server import KEEP, KeepLimit, MockProvider
+
+__all__ = [
+    "KEEP",
+    "MockAnswer",
+    "MockConfig",
+    "MockProvider",
+    "MockStats",
+    "MockThread",
+    "expected_answer",
+    "expected_content",
+    "request_key",
+    "serve",
+]
+
+_T = TypeVar("_T")
+
+
+def expected_answer(body: Mapping[str, Any], config: MockConfig | None = None) -> MockAnswer:
+    """The answer (first choice) the mock gives for `body` under `config`."""
+    text = last_user_text(body)
+    mode = (config or MockConfig()).reasoning
+    return make_answer(body, text, reasoning=_wants_reasoning(body, text, mode))
+
+
+def expected_content(body: Mapping[str, Any], config: MockConfig | None = None) -> str:
+    """The answer text for `body`, reasoning removed and max_tokens applied; "" for a tool call."""
+    return expected_answer(body, config).content or ""
+
+
+class MockThread:
+    """The mock on its own event loop in a background thread; a context manager."""
+
+    def __init__(self, config: MockConfig | None = None) -> None:
+        self.provider = MockProvider(config)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        """The mock's base URL, "http://127.0.0.1:PORT/v1"."""
+        return self.provider.base_url
+
+    @property
+    def stats(self) -> MockStats:
+        """The live counters; read them once requests are done, or use `stats_snapshot`."""
+        return self.provider.stats
+
+    def __enter__(self) -> MockThread:
+        ready = threading.Event()
+        failed: list[BaseException] = []
+
+        def main() -> None:
+            loop = asyncio.new_event_loop()
+            try:
+                loop.run_until_complete(self.provider.start())
+            except BaseException as exc:  # re-raised in the caller's thread
+                failed.append(exc)
+                loop.close()
+                ready.set()
+                return
+            self._loop = loop
+            ready.set()
+            try:
+                loop.run_forever()
+            finally:
+                loop.run_until_complete(self.provider.stop())
+                loop.close()
+
+        self._thread = threading.Thread(target=main, name="batchrun-mock", daemon=True)
+        self._thread.start()
+        ready.wait()
+        if failed:
+            raise failed[0]
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        loop, thread = self._loop, self._thread
+        self._loop = self._thread = None
+        if loop is not None and thread is not None:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join()
+
+    def _call(self, fn: Callable[[], _T]) -> _T:
+        if self._loop is None:
+            raise RuntimeError("the mock thread is not running")
+
+        async def call() -> _T:
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(call(), self._loop).result(timeout=10)
+
+    def stats_snapshot(self) -> dict[str, Any]:
+        """A consistent copy of the counters, taken on the server's own thread."""
+        return self._call(lambda: self.provider.stats.to_dict())
+
+    def set_limits(
+        self, *, rpm: float | KeepLimit | None = KEEP, tpm: float | KeepLimit | None = KEEP
+    ) -> None:
+        """Change the enforced limits from any thread (None = unlimited)."""
+        self._call(lambda: self.provider.set_limits(rpm=rpm, tpm=tpm))
+
+    def reset(self) -> None:
+        """Zero the counters from any thread."""
+        self._call(self.provider.reset)
+
+
+def serve(config: MockConfig) -> None:
+    """Run the mock until SIGINT or SIGTERM, printing its base URL first (`batchrun mock`)."""
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(config))
+
+
+async def _serve(config: MockConfig) -> None:
+    provider = MockProvider(config)
+    print(await provider.start(), flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await provider.stop()
