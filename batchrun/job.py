@@ -454,7 +454,8 @@ def _read_parse(t: Table, base_dir: Path) -> ParseSpec:
     t.only(_keys(ParseSpec))
     as_json = t.flag("json", False)
     for key in ("schema", "fields"):
-        if t.has(key) and not as_json:
+        # An empty list is "not set" (a to_dict snapshot writes one).
+        if t.has(key) and t.data.get(key) not in ([], ()) and not as_json:
             t.fail(f'"{key}" needs json = true: the answer must be parsed as JSON first')
     return ParseSpec(
         reasoning=t.choice("reasoning", ("auto", "none"), "auto"),

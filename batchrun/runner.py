@@ -160,6 +160,7 @@ class _Run:
         self.interrupted = False
         self.skipped = 0
         self._flush_wanted = asyncio.Event()
+        self._finished = False
 
     async def execute(self, progress: Progress) -> None:
         workers: list[asyncio.Task[None]] = []
@@ -186,8 +187,9 @@ class _Run:
             if self.options.handle_signals:
                 loop.remove_signal_handler(signal.SIGINT)
                 loop.remove_signal_handler(signal.SIGTERM)
-            flusher.cancel()
-            await asyncio.gather(flusher, return_exceptions=True)
+            self._finished = True
+            self._flush_wanted.set()
+            await flusher
 
     def _on_interrupt(
         self, producer: asyncio.Task[None], workers: list[asyncio.Task[None]]
@@ -261,9 +263,12 @@ class _Run:
                 queue.put_nowait(None)
 
     async def _flush_loop(self, progress: Progress) -> None:
-        while True:
+        # Ended by `_finished`, not by cancel: in Python 3.11 a cancel racing with a finishing
+        # wait_for can be swallowed, which would leave this loop running forever.
+        while not self._finished:
             with suppress(TimeoutError):
-                await asyncio.wait_for(self._flush_wanted.wait(), timeout=0.5)
+                async with asyncio.timeout(0.5):
+                    await self._flush_wanted.wait()
             self._flush_wanted.clear()
             progress.refresh()
             if self.sink.due():

@@ -1,0 +1,239 @@
+"""batchrun's benchmark: `python bench/run.py [--quick] [--only NAME ...]`, a table of medians.
+
+Every client runs in its own process against the same mock (`batchrun mock`, also its own
+process) on loopback, with the same rows. Figures are medians of `--repeat` runs made now, on
+this machine, side by side; ratios between clients matter more than absolute numbers.
+
+Scenarios:
+  overhead  20,000 requests at zero latency: requests/s and CPU s per 1,000 requests
+  latency   5,000 requests at 200 ms latency, concurrency 100
+  limit     mock and job at the same requests/min over 10 s windows: achieved % and 429s
+  memory    peak RSS at 20,000 and at 500,000 (1,000,000 without --quick) input rows
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+PY = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def mock_server(*args: str) -> Iterator[str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [PY, "-m", "batchrun", "mock", "--port", str(port), *args],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    try:
+        assert process.stdout is not None
+        base_url = process.stdout.readline().strip()
+        yield base_url
+    finally:
+        process.terminate()
+        process.communicate(timeout=10)
+
+
+def mock_stats(base_url: str) -> dict[str, Any]:
+    root = base_url.rsplit("/v1", 1)[0]
+    with urllib.request.urlopen(root + "/_mock/stats") as response:
+        return dict(json.load(response))
+
+
+def reset_mock(base_url: str) -> None:
+    root = base_url.rsplit("/v1", 1)[0]
+    request = urllib.request.Request(root + "/_mock/reset", method="POST")
+    urllib.request.urlopen(request).close()
+
+
+def write_rows(path: Path, n: int) -> Path:
+    with path.open("w") as handle:
+        for i in range(n):
+            handle.write(json.dumps({"id": f"r{i}", "text": f"review {i}: it works well"}) + "\n")
+    return path
+
+
+def write_job(folder: Path, rows: Path, base_url: str, *, concurrency: int,
+              rpm: float | None = None, max_tokens: int = 20, flush_rows: int = 5000) -> Path:
+    limit = f"requests_per_minute = {rpm}\n" if rpm else ""
+    job = folder / "job.toml"
+    job.write_text(f"""name = "bench"
+[input]
+path = "{rows}"
+id = "id"
+prompt = "text"
+[output]
+path = "{folder / 'out'}"
+flush_rows = {flush_rows}
+[[provider]]
+name = "mock"
+api = "openai"
+base_url = "{base_url}"
+max_concurrency = {concurrency}
+{limit}
+[[variant]]
+name = "v"
+provider = "mock"
+model = "mock-1"
+params = {{ max_tokens = {max_tokens} }}
+""")
+    return job
+
+
+def run_client(client: str, *args: str) -> dict[str, Any]:
+    out = subprocess.run([PY, str(HERE / "clients.py"), client, *args],
+                         capture_output=True, text=True, check=True)
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def median_of(runs: list[dict[str, Any]], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
+
+
+def scenario_overhead(tmp: Path, repeat: int, clients: list[str], n: int) -> list[list[str]]:
+    rows = write_rows(tmp / "rows.jsonl", n)
+    table = []
+    with mock_server() as base_url:
+        results: dict[str, list[dict[str, Any]]] = {c: [] for c in clients}
+        for _ in range(repeat):
+            for client in clients:
+                folder = Path(tempfile.mkdtemp(dir=tmp))
+                if client == "batchrun":
+                    job = write_job(folder, rows, base_url, concurrency=64)
+                    result = run_client("batchrun", "--job", str(job))
+                else:
+                    result = run_client(client, "--rows", str(rows), "--base-url", base_url)
+                assert result["ok"] == n, (client, result)
+                results[client].append(result)
+    floor = median_of(results["bare"], "cpu_s") if "bare" in results else None
+    for client, runs in results.items():
+        cpu = median_of(runs, "cpu_s")
+        table.append([
+            client, f"{n / median_of(runs, 'wall_s'):,.0f}", f"{cpu / n * 1000:.3f}",
+            f"{cpu / floor:.2f}x" if floor else "-",
+        ])
+    return table
+
+
+def scenario_latency(tmp: Path, repeat: int, clients: list[str], n: int) -> list[list[str]]:
+    rows = write_rows(tmp / "rows-lat.jsonl", n)
+    table = []
+    with mock_server("--latency-ms", "200") as base_url:
+        for client in clients:
+            runs = []
+            for _ in range(repeat):
+                folder = Path(tempfile.mkdtemp(dir=tmp))
+                if client == "batchrun":
+                    job = write_job(folder, rows, base_url, concurrency=100)
+                    runs.append(run_client("batchrun", "--job", str(job)))
+                else:
+                    runs.append(run_client(client, "--rows", str(rows), "--base-url", base_url,
+                                           "--concurrency", "100"))
+            ideal = n / 100 * 0.2
+            wall = median_of(runs, "wall_s")
+            table.append([client, f"{n / wall:,.0f}", f"{wall:.1f}", f"{ideal / wall:.0%}"])
+    return table
+
+
+def scenario_limit(tmp: Path, rpm: int, seconds: int) -> list[list[str]]:
+    n = int(rpm / 60 * seconds)
+    rows = write_rows(tmp / "rows-limit.jsonl", n)
+    with mock_server("--rpm", str(rpm), "--window-s", "10") as base_url:
+        job = write_job(Path(tempfile.mkdtemp(dir=tmp)), rows, base_url, concurrency=64, rpm=rpm)
+        result = run_client("batchrun", "--job", str(job))
+        stats = mock_stats(base_url)
+    achieved = n / result["wall_s"] * 60
+    return [["batchrun", f"{rpm}", f"{achieved:,.0f}", f"{achieved / rpm:.1%}",
+             str(stats["rate_limited"])]]
+
+
+def scenario_memory(tmp: Path, sizes: list[int]) -> list[list[str]]:
+    table = []
+    with mock_server() as base_url:
+        base = None
+        for n in sizes:
+            rows = write_rows(tmp / f"rows-{n}.jsonl", n)
+            job = write_job(Path(tempfile.mkdtemp(dir=tmp)), rows, base_url, concurrency=64)
+            result = run_client("batchrun", "--job", str(job))
+            assert result["ok"] == n
+            base = base or result["peak_rss_mb"]
+            table.append([f"{n:,}", f"{result['peak_rss_mb']:.0f}",
+                          f"{result['peak_rss_mb'] / base:.2f}x", f"{n / result['wall_s']:,.0f}"])
+            reset_mock(base_url)
+    return table
+
+
+def show(title: str, header: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
+    print(f"\n{title}")
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for row in rows:
+        print("| " + " | ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)) + " |")
+
+
+def available_clients() -> list[str]:
+    clients = ["batchrun", "bare"]
+    for module, name in (("openai", "openai"), ("litellm", "litellm")):
+        try:
+            __import__(module)
+            clients.append(name)
+        except ImportError:
+            print(f"({name} is not installed: left out of the comparison)")
+    return clients
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, one repeat")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--only", nargs="*", default=["overhead", "latency", "limit", "memory"])
+    args = parser.parse_args()
+    repeat = 1 if args.quick else args.repeat
+    clients = available_clients()
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        if "overhead" in args.only:
+            n = 5_000 if args.quick else 20_000
+            show(f"(a) overhead: {n:,} requests, zero latency, concurrency 64, median of {repeat}",
+                 ["client", "req/s", "CPU s / 1k req", "CPU vs bare"],
+                 scenario_overhead(tmp, repeat, clients, n))
+        if "latency" in args.only:
+            n = 1_000 if args.quick else 5_000
+            show(f"(b) latency: {n:,} requests, 200 ms each, concurrency 100, median of {repeat}",
+                 ["client", "req/s", "wall s", "of ideal"],
+                 scenario_latency(tmp, repeat, clients, n))
+        if "limit" in args.only:
+            seconds = 20 if args.quick else 60
+            show(f"(limit) job and mock both at 1,200 requests/min, 10 s windows, {seconds} s",
+                 ["client", "limit rpm", "achieved rpm", "of limit", "429s"],
+                 scenario_limit(tmp, 1200, seconds))
+        if "memory" in args.only:
+            sizes = [20_000, 200_000] if args.quick else [20_000, 500_000, 1_000_000]
+            show("(e) memory: peak RSS of the batchrun process, zero latency",
+                 ["input rows", "peak RSS MB", "vs 20k", "req/s"], scenario_memory(tmp, sizes))
+    print(f"\nbenchmark took {time.monotonic() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
