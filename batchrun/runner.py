@@ -44,6 +44,8 @@ class RunOptions:
     retry_errors: bool = False
     progress: bool = True
     handle_signals: bool = False
+    # Only these input ids (estimate --sample); None: every row.
+    only_ids: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +103,8 @@ async def _run_locked(
     try:
         previous = await asyncio.to_thread(_previous_results, root, options.retry_errors)
         write_manifest(root, job, input_rows=scan.rows)
-        total = expected_requests(job, rows)
+        counted_rows = rows if options.only_ids is None else min(rows, len(options.only_ids))
+        total = expected_requests(job, counted_rows)
         tally = Tally()
         budget = Budget(job.budget.max_usd, previous.spent)
         settings = Settings(
@@ -227,6 +230,8 @@ class _Run:
             if batch is None:
                 return
             for row in batch[:remaining]:
+                if self.options.only_ids is not None and row.id not in self.options.only_ids:
+                    continue
                 for request in requests_for_row(row, self.job.variants):
                     if int(request.hash[:16], 16) in self.done:
                         self.skipped += 1
