@@ -1,127 +1,282 @@
-"""Per-provider pacing: requests/min, tokens/min and a shared cool-down, behind one `acquire`.
+"""Per-provider limits that learn: requests/min, tokens/min, concurrency and the 429 cool-down.
+
+Limits in a job are ceilings. While running, the limiter reads the provider's rate-limit headers
+on every response and paces to what they state (never above a ceiling); on a 429 it pauses the
+whole provider for the Retry-After, cuts its rate and concurrency multiplicatively, then probes
+back up additively while answers keep coming — all run long, so a limit that changes mid-run is
+followed. Providers that send no headers are handled by the same 429 loop.
 
 Providers state limits per minute but enforce them over shorter periods (1,200/min may be checked
-as 200 per 10 s), so a limiter that lets a minute's quota out in one burst earns 429s. `Pacer`
-is a generic cell-rate algorithm (GCRA): permits leave evenly spaced at the configured rate with
-a burst allowance of about one permit, and we pace a little under the stated limit
-(`SAFETY_MARGIN`) so that jitter at a window's edge does not tip it over.
-
-aiolimiter's leaky bucket does the even spacing, but it cannot give back tokens a request
-reserved and did not use, cannot change its rate while running, and raises when one request
-needs more than its capacity; all three are needed here, hence this small scheduler.
-A request costing more than the burst allowance waits until the pacer is idle and then runs
-into debt, which later requests pay off: it waits, it never fails.
+as 200 per 10 s), so we pace evenly and a little under a known limit (`SAFETY_MARGIN`): a
+"remaining" count is never spent in one burst.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 
-Clock = Callable[[], float]
+from batchrun.pacing import Clock, Pacer, Slots
+from batchrun.rate_headers import Quota, parse_rate_headers
+
 Sleep = Callable[[float], Awaitable[None]]
 
-# Pace this fraction below a stated limit: absorbs clock jitter and window alignment.
-SAFETY_MARGIN = 0.02
+MIN_RATE = 0.1  # per second: a cut never pauses a provider for longer than ten seconds
+SAFETY_MARGIN = 0.02  # pace this fraction under a known limit: jitter at a window's edge
+CUT_FACTOR = 0.7  # a 429 cuts the rate (and concurrency) to this fraction
+PROBE_EVERY_S = 1.0  # without a 429 for this long, step the rate back up
+PROBE_STEP = 0.05  # ... by this fraction of the rate at the last cut
+MIN_ANSWERS_TO_MEASURE = 10  # answers in the last 10 s needed to take them as a rate
+TOKEN_BURST_S = 0.2  # token pacers may run this far ahead: what the margin absorbs in 10 s
 
 
-class Pacer:
-    """Evenly spaced permits at `rate` per second; `reserve(n)` says how long to wait for n."""
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """What one attempt reserved, returned by `release`."""
 
-    def __init__(self, rate: float, *, burst: float = 1.0, clock: Clock = time.monotonic) -> None:
-        if rate <= 0:
-            raise ValueError("rate must be positive")
-        self._rate = rate
-        self._burst = burst
+    tokens: float
+    input_tokens: float
+    output_tokens: float
+
+
+class _Rate:
+    """One paced resource: a ceiling from the job, a limit learned from headers, an AIMD rate."""
+
+    def __init__(self, ceiling_per_min: float | None, clock: Clock, burst_s: float) -> None:
+        self.ceiling = ceiling_per_min / 60.0 if ceiling_per_min else None
+        self.learned: float | None = None
+        self.aimd: float | None = None  # set by a 429, grows back until it reaches the limit
+        self.pacer: Pacer | None = None
         self._clock = clock
-        # Theoretical arrival time: when the pacer would be idle again.
-        self._tat = clock()
+        self._burst_s = burst_s
+        self._apply()
 
     @property
-    def rate(self) -> float:
-        """Permits per second."""
-        return self._rate
+    def limit(self) -> float | None:
+        """Per second: the tighter of the ceiling and what the provider stated."""
+        known = [r for r in (self.ceiling, self.learned) if r]
+        return min(known) if known else None
 
-    def set_rate(self, rate: float) -> None:
-        """Change the rate from now on; permits already granted keep their times."""
-        if rate <= 0:
-            raise ValueError("rate must be positive")
-        now = self._clock()
-        backlog = max(0.0, self._tat - now) * self._rate
-        self._rate = rate
-        self._tat = now + backlog / rate
+    def learn(self, per_minute: float) -> None:
+        if per_minute > 0 and per_minute / 60.0 != self.learned:
+            self.learned = per_minute / 60.0
+            self._apply()
 
-    def reserve(self, amount: float = 1.0) -> float:
-        """Reserve `amount` permits; returns the seconds to wait before using them."""
-        now = self._clock()
-        tau = self._burst / self._rate
-        cost = amount / self._rate
-        start = max(now, self._tat + min(cost, tau) - tau)
-        self._tat = max(self._tat, start) + cost
-        return start - now
+    def cut(self, observed: float) -> None:
+        current = self.pacer.rate if self.pacer is not None else observed
+        self.aimd = max(current * CUT_FACTOR, MIN_RATE)
+        self._apply()
 
-    def refund(self, amount: float) -> None:
-        """Give back permits reserved but not used (a request's unused token reservation)."""
-        if amount > 0:
-            self._tat = max(self._clock(), self._tat - amount / self._rate)
+    def probe(self, step: float) -> None:
+        if self.aimd is None:
+            return
+        self.aimd += step
+        limit = self.limit
+        if limit is not None and self.aimd >= limit * (1 - SAFETY_MARGIN):
+            self.aimd = None
+        self._apply()
+
+    def _apply(self) -> None:
+        limit = self.limit
+        rates = [r * (1 - SAFETY_MARGIN) for r in (limit,) if r] + [
+            r for r in (self.aimd,) if r
+        ]
+        if not rates:
+            self.pacer = None
+            return
+        rate = min(rates)
+        if self.pacer is None:
+            burst = max(1.0, rate * self._burst_s)
+            self.pacer = Pacer(rate, burst=burst, clock=self._clock)
+        elif rate != self.pacer.rate:
+            self.pacer.set_rate(rate)
 
 
 class ProviderLimiter:
-    """Everything that gates sending to one provider: rpm, tpm and the 429 cool-down."""
+    """Everything that gates sending to one provider, behind `acquire` / `release`."""
 
     def __init__(
         self,
         *,
-        requests_per_minute: float | None,
-        tokens_per_minute: float | None,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
+        input_tokens_per_minute: float | None = None,
+        output_tokens_per_minute: float | None = None,
+        max_concurrency: int = 64,
+        max_pause_s: float = 300.0,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         self._clock = clock
         self._sleep = sleep
-        self.requests = _pacer(requests_per_minute, clock, burst_seconds=0.0)
-        # Tokens: a burst of 0.2 s of rate, what the safety margin absorbs over a 10 s window.
-        self.tokens = _pacer(tokens_per_minute, clock, burst_seconds=0.2)
+        self.requests = _Rate(requests_per_minute, clock, burst_s=0.0)
+        self.tokens = _Rate(tokens_per_minute, clock, burst_s=TOKEN_BURST_S)
+        self.input_tokens = _Rate(input_tokens_per_minute, clock, burst_s=TOKEN_BURST_S)
+        self.output_tokens = _Rate(output_tokens_per_minute, clock, burst_s=TOKEN_BURST_S)
+        self.slots = Slots(max_concurrency)
+        self.max_concurrency = max_concurrency
         self._cooldown_until = 0.0
-        # What callers are waiting on right now, for the progress line.
-        self.waiting = {"cooldown": 0, "requests": 0, "tokens": 0}
+        self._max_pause_s = max_pause_s
+        self._last_cut = -1e9
+        self._last_probe = clock()
+        self._cut_requests_rate = 0.0
+        self._seen_limits: tuple[str | None, ...] = ()
+        # (answers, tokens) per second of the last few seconds: achieved rates, and the rate
+        # to cut from on a 429 when nothing else is known.
+        self._recent: dict[int, tuple[int, int]] = {}
+        self.rate_limited = 0
+        self.waiting = {"cooldown": 0, "rate": 0, "tokens": 0, "concurrency": 0}
 
-    async def acquire(self, tokens: int) -> None:
-        """Wait until one request reserving `tokens` may be sent."""
+    async def acquire(self, prompt_tokens: int, max_tokens: int) -> Ticket:
+        """Wait until one attempt may be sent; hand the ticket to `release` afterwards."""
         await self._wait_cooldown()
-        if self.requests is not None:
-            await self._wait("requests", self.requests.reserve(1.0))
-        if self.tokens is not None and tokens > 0:
-            await self._wait("tokens", self.tokens.reserve(float(tokens)))
-        # A 429 seen while we waited pauses us too.
-        await self._wait_cooldown()
+        ticket = Ticket(float(prompt_tokens + max_tokens), float(prompt_tokens), float(max_tokens))
+        await self._pace("rate", self.requests, 1.0)
+        await self._pace("tokens", self.tokens, ticket.tokens)
+        await self._pace("tokens", self.input_tokens, ticket.input_tokens)
+        await self._pace("tokens", self.output_tokens, ticket.output_tokens)
+        if self.slots.used >= self.slots.limit:
+            self.waiting["concurrency"] += 1
+            try:
+                await self.slots.acquire()
+            finally:
+                self.waiting["concurrency"] -= 1
+        else:
+            self.slots.used += 1
+        await self._wait_cooldown()  # a 429 seen while we waited pauses us too
+        return ticket
 
-    def settle(self, reserved: int, used: int | None) -> None:
-        """Return the unused part of a token reservation once real usage is known."""
-        if self.tokens is not None and used is not None and used < reserved:
-            self.tokens.refund(float(reserved - used))
+    def release(
+        self,
+        ticket: Ticket,
+        *,
+        answered: bool = False,
+        prompt: int | None = None,
+        completion: int | None = None,
+    ) -> None:
+        """Free the attempt's slot and give back the tokens it reserved and did not use.
+
+        A failed attempt gives back everything (providers count answered requests); an answer
+        without usage keeps its reservation, the safe side.
+        """
+        self.slots.release()
+        if answered:
+            self._answered((prompt or 0) + (completion or 0))
+            if prompt is None and completion is None:
+                return
+        used_in, used_out = float(prompt or 0), float(completion or 0)
+        for rate, reserved, used in (
+            (self.tokens, ticket.tokens, used_in + used_out),
+            (self.input_tokens, ticket.input_tokens, used_in),
+            (self.output_tokens, ticket.output_tokens, used_out),
+        ):
+            if rate.pacer is not None and reserved != used:
+                rate.pacer.refund(reserved - used)
+
+    def observe(self, headers: Mapping[str, str], status: int) -> None:
+        """Learn limits from a response's headers (cheap when nothing changed)."""
+        limits = (
+            headers.get("x-ratelimit-limit-requests"), headers.get("x-ratelimit-limit-tokens"),
+            headers.get("anthropic-ratelimit-requests-limit"),
+            headers.get("anthropic-ratelimit-tokens-limit"),
+            headers.get("anthropic-ratelimit-input-tokens-limit"),
+            headers.get("anthropic-ratelimit-output-tokens-limit"),
+        )
+        exhausted = headers.get("x-ratelimit-remaining-requests") == "0" or headers.get(
+            "anthropic-ratelimit-requests-remaining") == "0"
+        if limits == self._seen_limits and not exhausted:
+            return
+        self._seen_limits = limits
+        info = parse_rate_headers(headers, now=time.time())
+        for rate, quota in ((self.requests, info.requests), (self.tokens, info.tokens),
+                            (self.input_tokens, info.input_tokens),
+                            (self.output_tokens, info.output_tokens)):
+            self._learn(rate, quota)
+
+    def _learn(self, rate: _Rate, quota: Quota) -> None:
+        if quota.limit is not None:
+            rate.learn(quota.limit)
+        if quota.remaining == 0 and quota.reset_s:
+            self.cool_down(quota.reset_s)
+
+    def on_rate_limited(self, retry_after: float | None, fallback_s: float) -> None:
+        """A 429: pause the provider, and cut rate and concurrency once per burst of 429s."""
+        self.rate_limited += 1
+        now = self._clock()
+        self.cool_down(retry_after if retry_after is not None else fallback_s)
+        if now - self._last_cut < max(PROBE_EVERY_S, self._cooldown_until - now):
+            return  # the 429s of requests already in flight: one cut is enough
+        self._last_cut = now
+        observed = self.achieved()[0] / 60.0
+        # With no rate to cut from (unpaced, and too few answers to measure one), the pause
+        # and the smaller concurrency are all we can do.
+        if self.requests.pacer is not None or observed * 10 >= MIN_ANSWERS_TO_MEASURE:
+            self.requests.cut(observed=observed)
+            self._cut_requests_rate = self.requests.aimd or 0.0
+        self.slots.resize(int(self.slots.limit * CUT_FACTOR))
 
     def cool_down(self, seconds: float) -> None:
-        """Pause every request to this provider for `seconds` (a 429's Retry-After)."""
+        """Pause every request to this provider for `seconds` (at most `max_pause_s`)."""
+        seconds = min(seconds, self._max_pause_s)
         self._cooldown_until = max(self._cooldown_until, self._clock() + seconds)
+
+    def describe(self) -> str:
+        """Achieved rates against current limits, what is waited on, and 429s so far."""
+        rpm, tpm = self.achieved()
+        rpm_limit, tpm_limit = _per_min(self.requests.pacer), _per_min(self.tokens.pacer)
+        parts = [
+            f"{rpm:,.0f}/{rpm_limit:,.0f} rpm" if rpm_limit else f"{rpm:,.0f} rpm",
+            f"{tpm:,.0f}/{tpm_limit:,.0f} tpm" if tpm_limit else f"{tpm:,.0f} tpm",
+            f"conc {self.slots.used}/{self.slots.limit}",
+        ]
+        waits = [f"{what} {n}" for what, n in self.waiting.items() if n]
+        if waits:
+            parts.append("waiting on " + ", ".join(waits))
+        if self.rate_limited:
+            parts.append(f"429s {self.rate_limited}")
+        return " ".join(parts)
+
+    def _answered(self, tokens: int) -> None:
+        now = self._clock()
+        second = int(now)
+        count, used = self._recent.get(second, (0, 0))
+        self._recent[second] = (count + 1, used + tokens)
+        if len(self._recent) > 20:
+            for old in [s for s in self._recent if s < second - 10]:
+                del self._recent[old]
+        if now - self._last_probe >= PROBE_EVERY_S and now - self._last_cut >= PROBE_EVERY_S:
+            self._last_probe = now
+            self.requests.probe(max(self._cut_requests_rate * PROBE_STEP, MIN_RATE))
+            if self.slots.limit < self.max_concurrency:
+                self.slots.resize(self.slots.limit + 1)
+
+    def achieved(self) -> tuple[float, float]:
+        """Requests/min and tokens/min answered over the last ten whole seconds."""
+        second = int(self._clock())
+        window = [v for s, v in self._recent.items() if second - 10 <= s < second]
+        return (sum(c for c, _ in window) * 6.0, sum(t for _, t in window) * 6.0)
 
     async def _wait_cooldown(self) -> None:
         while (delay := self._cooldown_until - self._clock()) > 0:
-            await self._wait("cooldown", delay)
+            self.waiting["cooldown"] += 1
+            try:
+                await self._sleep(delay)
+            finally:
+                self.waiting["cooldown"] -= 1
 
-    async def _wait(self, what: str, delay: float) -> None:
-        if delay <= 0:
+    async def _pace(self, what: str, rate: _Rate, amount: float) -> None:
+        if rate.pacer is None or amount <= 0:
             return
-        self.waiting[what] += 1
-        try:
-            await self._sleep(delay)
-        finally:
-            self.waiting[what] -= 1
+        delay = rate.pacer.reserve(amount)
+        if delay > 0:
+            self.waiting[what] += 1
+            try:
+                await self._sleep(delay)
+            finally:
+                self.waiting[what] -= 1
 
 
-def _pacer(per_minute: float | None, clock: Clock, *, burst_seconds: float) -> Pacer | None:
-    if per_minute is None:
-        return None
-    rate = per_minute * (1.0 - SAFETY_MARGIN) / 60.0
-    return Pacer(rate, burst=max(1.0, rate * burst_seconds), clock=clock)
+def _per_min(pacer: Pacer | None) -> float | None:
+    return None if pacer is None else pacer.rate * 60.0

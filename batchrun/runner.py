@@ -280,13 +280,8 @@ class _Run:
                 await self.sink.flush()
 
     def describe_waiting(self) -> str:
-        """What the providers are waiting on right now, for the progress line."""
-        parts = []
-        for name, lane in self.lanes.items():
-            waits = [f"{k}:{v}" for k, v in lane.limiter.waiting.items() if v]
-            if waits:
-                parts.append(f"{name} waits {' '.join(waits)}")
-        return "; ".join(parts)
+        """Per provider: achieved rates against current limits and what is waited on."""
+        return "; ".join(f"{name}: {lane.limiter.describe()}" for name, lane in self.lanes.items())
 
 
 def _drain(queue: asyncio.Queue[Request | None]) -> None:
@@ -364,19 +359,24 @@ async def _lanes(job: Job, keys: dict[str, str | None]) -> AsyncIterator[dict[st
                 if mock_url is None:
                     mock_url = await stack.enter_async_context(_in_process_mock())
                 spec = dataclasses.replace(spec, base_url=mock_url)
-            limiter = _limiter(spec)
+            limiter = _limiter(spec, job.retry.retry_after_max_s)
             client = ProviderClient(
                 spec, get_format(spec.api), api_key=api_key, reasoning=job.parse.reasoning,
-                keep_raw=job.output.keep_raw,
+                keep_raw=job.output.keep_raw, on_headers=limiter.observe,
             )
             await stack.enter_async_context(client)
             lanes[name] = Lane(client=client, limiter=limiter)
         yield lanes
 
 
-def _limiter(spec: ProviderSpec) -> ProviderLimiter:
+def _limiter(spec: ProviderSpec, max_pause_s: float) -> ProviderLimiter:
     return ProviderLimiter(
-        requests_per_minute=spec.requests_per_minute, tokens_per_minute=spec.tokens_per_minute
+        requests_per_minute=spec.requests_per_minute,
+        tokens_per_minute=spec.tokens_per_minute,
+        input_tokens_per_minute=spec.input_tokens_per_minute,
+        output_tokens_per_minute=spec.output_tokens_per_minute,
+        max_concurrency=spec.max_concurrency,
+        max_pause_s=max_pause_s,
     )
 
 

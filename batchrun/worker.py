@@ -10,7 +10,7 @@ import orjson
 from tenacity import AsyncRetrying
 
 from batchrun.errors import InvalidAnswer, RateLimited, RequestError
-from batchrun.usage import row_cost, tokens_used, worst_case_cost
+from batchrun.usage import row_cost, worst_case_cost
 
 if TYPE_CHECKING:
     from batchrun.answer import Answer
@@ -107,24 +107,31 @@ class Settings:
 
 async def process(request: Request, lane: Lane, settings: Settings, tally: Tally) -> dict[str, Any]:
     """Send one request with its retries and return its result record (ok or error)."""
-    reserved = request.prompt_tokens_est + (request.max_tokens or DEFAULT_COMPLETION_ESTIMATE)
+    max_tokens = request.max_tokens or DEFAULT_COMPLETION_ESTIMATE
     attempts = 0
     reply: Reply | None = None
     structured: Structured | None = None
+    limiter = lane.limiter
     try:
         async for attempt in settings.retry.copy():
             with attempt:
                 attempts += 1
                 if attempts > 1:
                     tally.retries += 1
-                await lane.limiter.acquire(reserved)
+                ticket = await limiter.acquire(request.prompt_tokens_est, max_tokens)
                 try:
                     reply = await lane.client.send(request.body)
                 except RateLimited as error:
+                    limiter.release(ticket)
                     tally.rate_limited += 1
-                    lane.limiter.cool_down(error.retry_after or settings.backoff_initial_s)
+                    limiter.on_rate_limited(error.retry_after, settings.backoff_initial_s)
                     raise
-                lane.limiter.settle(reserved, tokens_used(reply.answer.usage))
+                except BaseException:
+                    limiter.release(ticket)
+                    raise
+                usage = reply.answer.usage
+                limiter.release(ticket, answered=True, prompt=usage.prompt_tokens,
+                                completion=usage.completion_tokens)
                 if settings.checker is not None:
                     structured = settings.checker.check(reply.answer.content)
     except RequestError as error:

@@ -6,7 +6,9 @@ import asyncio
 
 import pytest
 
-from batchrun.limits import SAFETY_MARGIN, Pacer, ProviderLimiter
+from batchrun.limits import CUT_FACTOR, SAFETY_MARGIN, ProviderLimiter
+from batchrun.pacing import Pacer, Slots
+from batchrun.rate_headers import parse_duration, parse_rate_headers
 
 
 class FakeClock:
@@ -90,7 +92,7 @@ def test_limiter_paces_below_the_stated_limit() -> None:
 
     async def send(n: int) -> None:
         for _ in range(n):
-            await limiter.acquire(0)
+            limiter.release(await limiter.acquire(0, 0))
 
     asyncio.run(send(101))
     elapsed = clock.now - 1000.0
@@ -106,7 +108,7 @@ def test_cool_down_pauses_every_request_of_the_provider() -> None:
 
     async def one() -> float:
         start = clock.now
-        await limiter.acquire(10)
+        limiter.release(await limiter.acquire(5, 5))
         return clock.now - start
 
     assert asyncio.run(one()) == pytest.approx(7.5)
@@ -121,10 +123,150 @@ def test_token_reservations_pace_by_tokens_and_settle_refunds() -> None:
 
     async def go() -> None:
         for _ in range(10):
-            await limiter.acquire(1000)
-            limiter.settle(1000, 100)  # the answer used a tenth of the reservation
+            ticket = await limiter.acquire(100, 900)
+            # The answer used a tenth of the reservation.
+            limiter.release(ticket, answered=True, prompt=50, completion=50)
 
     asyncio.run(go())
     rate = 1000 * (1 - SAFETY_MARGIN)
     # Ten requests of 100 real tokens each: about a second of budget, not ten.
     assert clock.now - 1000.0 < 2.0 * 1000 / rate
+
+
+def test_go_style_durations_of_openai_reset_headers() -> None:
+    assert parse_duration("6m0s") == 360.0
+    assert parse_duration("1.5s") == 1.5
+    assert parse_duration("20ms") == pytest.approx(0.02)
+    assert parse_duration("1h2m3s") == 3723.0
+    assert parse_duration("7") == 7.0
+    assert parse_duration("soon") is None
+
+
+def test_openai_rate_headers_are_read() -> None:
+    info = parse_rate_headers({
+        "x-ratelimit-limit-requests": "1200", "x-ratelimit-remaining-requests": "1150",
+        "x-ratelimit-reset-requests": "2.5s", "x-ratelimit-limit-tokens": "400000",
+        "x-ratelimit-remaining-tokens": "399000", "x-ratelimit-reset-tokens": "150ms",
+    }, now=0.0)
+    assert (info.requests.limit, info.requests.remaining, info.requests.reset_s) == (
+        1200, 1150, 2.5)
+    assert info.tokens.limit == 400000
+    assert info.tokens.reset_s == pytest.approx(0.15)
+
+
+def test_anthropic_rate_headers_with_rfc3339_resets_are_read() -> None:
+    info = parse_rate_headers({
+        "anthropic-ratelimit-requests-limit": "50",
+        "anthropic-ratelimit-requests-remaining": "0",
+        "anthropic-ratelimit-requests-reset": "2026-01-01T00:00:30Z",
+        "anthropic-ratelimit-input-tokens-limit": "40000",
+        "anthropic-ratelimit-output-tokens-limit": "8000",
+    }, now=1767225600.0)  # 2026-01-01T00:00:00Z
+    assert info.requests.limit == 50 and info.requests.remaining == 0
+    assert info.requests.reset_s == pytest.approx(30.0)
+    assert (info.input_tokens.limit, info.output_tokens.limit) == (40000, 8000)
+
+
+def test_no_rate_headers_is_empty() -> None:
+    assert parse_rate_headers({"content-type": "application/json"}, now=0.0).empty
+
+
+def test_limit_learned_from_headers_paces_an_unstated_limit() -> None:
+    clock = FakeClock()
+    limiter = ProviderLimiter(clock=clock, sleep=clock.sleep)
+    assert limiter.requests.pacer is None  # nothing known: unpaced
+    limiter.observe({"x-ratelimit-limit-requests": "600"}, 200)
+    assert limiter.requests.pacer is not None
+    assert limiter.requests.pacer.rate == pytest.approx(10 * (1 - SAFETY_MARGIN))
+    # A job's ceiling below the stated limit wins.
+    capped = ProviderLimiter(requests_per_minute=60, clock=clock, sleep=clock.sleep)
+    capped.observe({"x-ratelimit-limit-requests": "600"}, 200)
+    assert capped.requests.pacer is not None
+    assert capped.requests.pacer.rate == pytest.approx(1 * (1 - SAFETY_MARGIN))
+
+
+def test_exhausted_remaining_pauses_until_the_reset() -> None:
+    clock = FakeClock()
+    limiter = ProviderLimiter(clock=clock, sleep=clock.sleep)
+    limiter.observe({"x-ratelimit-limit-requests": "600", "x-ratelimit-remaining-requests": "0",
+                     "x-ratelimit-reset-requests": "3s"}, 200)
+
+    async def one() -> None:
+        limiter.release(await limiter.acquire(1, 1))
+
+    asyncio.run(one())
+    assert clock.now - 1000.0 >= 3.0
+
+
+def test_429_cuts_rate_and_concurrency_then_probes_back_up_additively() -> None:
+    clock = FakeClock()
+    limiter = ProviderLimiter(requests_per_minute=1200, max_concurrency=10, clock=clock,
+                              sleep=clock.sleep)
+    full = 20 * (1 - SAFETY_MARGIN)
+    limiter.on_rate_limited(retry_after=1.0, fallback_s=1.0)
+    assert limiter.requests.pacer is not None
+    assert limiter.requests.pacer.rate == pytest.approx(full * CUT_FACTOR)
+    assert limiter.slots.limit == 7
+    # More 429s from requests already in flight do not cut again.
+    limiter.on_rate_limited(retry_after=1.0, fallback_s=1.0)
+    assert limiter.requests.pacer.rate == pytest.approx(full * CUT_FACTOR)
+    rates = []
+
+    async def answer_for(seconds: int) -> None:
+        for _ in range(seconds * 4):
+            clock.now += 0.25
+            limiter.release(await limiter.acquire(1, 1), answered=True, prompt=1, completion=1)
+            assert limiter.requests.pacer is not None
+            rates.append(limiter.requests.pacer.rate)
+
+    asyncio.run(answer_for(30))
+    steps = sorted(set(rates))
+    assert len(steps) > 3  # grew in several small steps, not one jump
+    assert rates[-1] == pytest.approx(full)  # back to the known limit, never above
+    assert limiter.slots.limit == 10
+
+
+def test_429_without_any_known_rate_only_pauses_and_shrinks_concurrency() -> None:
+    clock = FakeClock()
+    limiter = ProviderLimiter(max_concurrency=8, clock=clock, sleep=clock.sleep)
+    limiter.on_rate_limited(retry_after=None, fallback_s=2.0)
+    assert limiter.requests.pacer is None
+    assert limiter.slots.limit == 5
+
+    async def one() -> float:
+        start = clock.now
+        limiter.release(await limiter.acquire(1, 1))
+        return clock.now - start
+
+    assert asyncio.run(one()) == pytest.approx(2.0)
+
+
+def test_cool_down_is_capped_by_the_longest_pause() -> None:
+    clock = FakeClock()
+    limiter = ProviderLimiter(max_pause_s=5.0, clock=clock, sleep=clock.sleep)
+    limiter.cool_down(3600)
+
+    async def one() -> None:
+        limiter.release(await limiter.acquire(1, 1))
+
+    asyncio.run(one())
+    assert clock.now - 1000.0 == pytest.approx(5.0)
+
+
+def test_slots_shrink_and_grow_while_in_use() -> None:
+    async def scenario() -> list[int]:
+        slots = Slots(2)
+        await slots.acquire()
+        await slots.acquire()
+        slots.resize(1)
+        waiter = asyncio.create_task(slots.acquire())
+        await asyncio.sleep(0)
+        slots.release()  # 1 in use, limit 1: the waiter still waits
+        await asyncio.sleep(0)
+        seen = [slots.used, int(waiter.done())]
+        slots.resize(2)
+        await asyncio.sleep(0)
+        seen += [slots.used, int(waiter.done())]
+        return seen
+
+    assert asyncio.run(scenario()) == [1, 0, 2, 1]
