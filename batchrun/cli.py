@@ -75,6 +75,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="response shape: openai, liandanxia, relay, jiekou, deepseek, "
                       "openrouter")
     mock.add_argument("--reasoning", default="none", choices=["none", "field", "think"])
+    mock.add_argument("--no-rate-headers", action="store_true",
+                      help="send no x-ratelimit-* headers: limits show only as 429s")
     return parser
 
 
@@ -123,7 +125,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     serve(MockConfig(port=args.port, latency_ms=args.latency_ms, rpm=args.rpm, tpm=args.tpm,
                      window_s=args.window_s, fail_rate=args.fail_rate, shape=args.shape,
-                     reasoning=args.reasoning))
+                     reasoning=args.reasoning, rate_headers=not args.no_rate_headers))
     return EXIT_OK
 
 

@@ -18,7 +18,8 @@ from typing import Any
 
 from batchrun._tomlcheck import Table, suggest
 from batchrun.errors import JobError
-from batchrun.providers.presets import KNOWN_APIS, PRESETS, requires_max_tokens
+from batchrun.providers import format_names
+from batchrun.providers.presets import PRESETS, requires_max_tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,7 +334,7 @@ def _read_provider(t: Table, source: str) -> ProviderSpec:
     preset = PRESETS.get(preset_name) if preset_name is not None else None
     if preset_name is not None and preset is None:
         t.fail(f'unknown preset "{preset_name}"{suggest(preset_name, PRESETS, list_all=True)}')
-    api = t.choice("api", KNOWN_APIS, preset.api if preset else None)
+    api = t.choice("api", format_names(), preset.api if preset else None)
     if api is None:
         t.fail('"api" is required: "openai" or "anthropic" (or a preset, e.g. preset = "openai")')
     base_url = t.text("base_url") or (preset.base_url if preset else None)

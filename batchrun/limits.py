@@ -25,11 +25,12 @@ Sleep = Callable[[float], Awaitable[None]]
 
 MIN_RATE = 0.1  # per second: a cut never pauses a provider for longer than ten seconds
 SAFETY_MARGIN = 0.02  # pace this fraction under a known limit: jitter at a window's edge
-CUT_FACTOR = 0.7  # a 429 cuts the rate (and concurrency) to this fraction
+CUT_FACTOR = 0.8  # a 429 cuts the rate (and concurrency) to this fraction
 PROBE_EVERY_S = 1.0  # without a 429 for this long, step the rate back up
-PROBE_STEP = 0.05  # ... by this fraction of the rate at the last cut
+PROBE_STEP = 0.02  # ... by this fraction of the rate at the last cut (a 10 s climb back)
 MIN_ANSWERS_TO_MEASURE = 10  # answers in the last 10 s needed to take them as a rate
 TOKEN_BURST_S = 0.2  # token pacers may run this far ahead: what the margin absorbs in 10 s
+TOKEN_RECHECK_S = 0.05  # waiting for tokens, look again this often: refunds free them early
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,9 +135,7 @@ class ProviderLimiter:
         await self._wait_cooldown()
         ticket = Ticket(float(prompt_tokens + max_tokens), float(prompt_tokens), float(max_tokens))
         await self._pace("rate", self.requests, 1.0)
-        await self._pace("tokens", self.tokens, ticket.tokens)
-        await self._pace("tokens", self.input_tokens, ticket.input_tokens)
-        await self._pace("tokens", self.output_tokens, ticket.output_tokens)
+        await self._pace_tokens(ticket)
         if self.slots.used >= self.slots.limit:
             self.waiting["concurrency"] += 1
             try:
@@ -209,7 +208,7 @@ class ProviderLimiter:
         if now - self._last_cut < max(PROBE_EVERY_S, self._cooldown_until - now):
             return  # the 429s of requests already in flight: one cut is enough
         self._last_cut = now
-        observed = self.achieved()[0] / 60.0
+        observed = self.achieved(include_current=True)[0] / 60.0
         # With no rate to cut from (unpaced, and too few answers to measure one), the pause
         # and the smaller concurrency are all we can do.
         if self.requests.pacer is not None or observed * 10 >= MIN_ANSWERS_TO_MEASURE:
@@ -252,10 +251,11 @@ class ProviderLimiter:
             if self.slots.limit < self.max_concurrency:
                 self.slots.resize(self.slots.limit + 1)
 
-    def achieved(self) -> tuple[float, float]:
+    def achieved(self, *, include_current: bool = False) -> tuple[float, float]:
         """Requests/min and tokens/min answered over the last ten whole seconds."""
         second = int(self._clock())
-        window = [v for s, v in self._recent.items() if second - 10 <= s < second]
+        end = second + 1 if include_current else second
+        window = [v for s, v in self._recent.items() if second - 10 <= s < end]
         return (sum(c for c, _ in window) * 6.0, sum(t for _, t in window) * 6.0)
 
     async def _wait_cooldown(self) -> None:
@@ -265,6 +265,24 @@ class ProviderLimiter:
                 await self._sleep(delay)
             finally:
                 self.waiting["cooldown"] -= 1
+
+    async def _pace_tokens(self, ticket: Ticket) -> None:
+        # Tokens are checked, then taken, and re-checked after short sleeps: refunds of
+        # over-reserved max_tokens arrive while we wait, and a reservation made up front
+        # would not see them.
+        wants = [(r.pacer, amount) for r, amount in (
+            (self.tokens, ticket.tokens), (self.input_tokens, ticket.input_tokens),
+            (self.output_tokens, ticket.output_tokens)) if r.pacer is not None and amount > 0]
+        if not wants:
+            return
+        while (delay := max(pacer.delay(amount) for pacer, amount in wants)) > 0:
+            self.waiting["tokens"] += 1
+            try:
+                await self._sleep(min(delay, TOKEN_RECHECK_S))
+            finally:
+                self.waiting["tokens"] -= 1
+        for pacer, amount in wants:
+            pacer.take(amount)
 
     async def _pace(self, what: str, rate: _Rate, amount: float) -> None:
         if rate.pacer is None or amount <= 0:

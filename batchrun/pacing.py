@@ -53,6 +53,16 @@ class Pacer:
         self._tat = max(self._tat, start) + cost
         return start - now
 
+    def delay(self, amount: float = 1.0) -> float:
+        """Seconds until `amount` permits could be taken, without taking them."""
+        now = self._clock()
+        tau = self._burst / self._rate
+        return max(0.0, self._tat + min(amount / self._rate, tau) - tau - now)
+
+    def take(self, amount: float = 1.0) -> None:
+        """Take `amount` permits now (after `delay` said they are free)."""
+        self._tat = max(self._tat, self._clock()) + amount / self._rate
+
     def refund(self, amount: float) -> None:
         """Give back permits reserved but not used; a negative amount charges extra ones."""
         if amount > 0:

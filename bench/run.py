@@ -14,7 +14,9 @@ Scenarios:
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import os
 import socket
 import statistics
 import subprocess
@@ -73,8 +75,10 @@ def write_rows(path: Path, n: int) -> Path:
 
 
 def write_job(folder: Path, rows: Path, base_url: str, *, concurrency: int,
-              rpm: float | None = None, max_tokens: int = 20, flush_rows: int = 5000) -> Path:
+              rpm: float | None = None, tpm: float | None = None, max_tokens: int = 20,
+              flush_rows: int = 5000) -> Path:
     limit = f"requests_per_minute = {rpm}\n" if rpm else ""
+    limit += f"tokens_per_minute = {tpm}\n" if tpm else ""
     job = folder / "job.toml"
     job.write_text(f"""name = "bench"
 [input]
@@ -100,8 +104,10 @@ params = {{ max_tokens = {max_tokens} }}
 
 
 def run_client(client: str, *args: str) -> dict[str, Any]:
+    # LiteLLM fetches a price list from the network at import unless told not to.
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     out = subprocess.run([PY, str(HERE / "clients.py"), client, *args],
-                         capture_output=True, text=True, check=True)
+                         capture_output=True, text=True, check=True, env=env)
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
@@ -166,6 +172,76 @@ def scenario_limit(tmp: Path, rpm: int, seconds: int) -> list[list[str]]:
              str(stats["rate_limited"])]]
 
 
+def post_limits(base_url: str, **limits: float) -> None:
+    root = base_url.rsplit("/v1", 1)[0]
+    request = urllib.request.Request(
+        root + "/_mock/limits", data=json.dumps(limits).encode(), method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    urllib.request.urlopen(request).close()
+
+
+def per_window(folder: Path, window: float) -> list[tuple[float, int]]:
+    """(window start, answers) over the run, from the results' finished_at."""
+    import batchrun
+
+    times = sorted(batchrun.read(folder / "out")["finished_at"].astype("int64") / 1e6)
+    start = times[0]
+    counts: dict[int, int] = {}
+    for t in times:
+        counts[int((t - start) // window)] = counts.get(int((t - start) // window), 0) + 1
+    return [(k * window, counts.get(k, 0)) for k in range(max(counts) + 1)]
+
+
+def scenario_auto(tmp: Path, seconds: int, headers: bool) -> list[list[str]]:
+    """A limit the job does not state; the mock halves it half-way through."""
+    rpm, window = 1200, 10.0
+    n = int(rpm / 60 * seconds * 0.75)  # full rate for half the time, half rate for the rest
+    rows = write_rows(tmp / f"rows-auto-{headers}.jsonl", n)
+    extra = [] if headers else ["--no-rate-headers"]
+    with mock_server("--rpm", str(rpm), "--window-s", str(window), *extra) as base_url:
+        folder = Path(tempfile.mkdtemp(dir=tmp))
+        job = write_job(folder, rows, base_url, concurrency=64)
+        process = subprocess.Popen([PY, str(HERE / "clients.py"), "batchrun", "--job", str(job)],
+                                   stdout=subprocess.PIPE, text=True)
+        time.sleep(seconds / 2)
+        post_limits(base_url, rpm=rpm / 2)
+        halved_at = seconds / 2
+        process.communicate()
+        stats = mock_stats(base_url)
+    windows = per_window(folder, window)
+    limit_per_window = rpm / 60 * window
+    before = [c for t, c in windows[1:] if t + window <= halved_at]
+    after = [(t, c) for t, c in windows if t >= halved_at]
+    recovered = next((t - halved_at for t, c in after if c >= 0.9 * limit_per_window / 2), None)
+    steady = [c for t, c in after if recovered is not None and t - halved_at > recovered]
+    return [[
+        "headers" if headers else "429s only",
+        f"{statistics.mean(before) / limit_per_window:.0%}" if before else "-",
+        f"{statistics.mean(steady[:-1]) / (limit_per_window / 2):.0%}" if steady[:-1] else "-",
+        f"{stats['rate_limited'] / stats['requests']:.1%}",
+        "-" if recovered is None else f"{recovered + window:.0f} s",
+    ]]
+
+
+def scenario_tokens(tmp: Path, seconds: int) -> list[list[str]]:
+    """tokens/min-bound, max_tokens ten times the real answer."""
+    tpm = 24_000
+    rows = write_rows(tmp / "rows-tpm.jsonl", int(tpm / 16 / 60 * seconds))
+    with mock_server("--tpm", str(tpm), "--window-s", "10") as base_url:
+        folder = Path(tempfile.mkdtemp(dir=tmp))
+        job = write_job(folder, rows, base_url, concurrency=64, tpm=tpm, max_tokens=80)
+        result = run_client("batchrun", "--job", str(job))
+        stats = mock_stats(base_url)
+    import batchrun
+
+    frame = batchrun.read(folder / "out")
+    completion = frame["completion_tokens"].mean()
+    achieved = frame["total_tokens"].sum() / result["wall_s"] * 60
+    return [[f"{tpm:,}", f"80 (answers ~{completion:.0f})", f"{achieved:,.0f}",
+             f"{achieved / tpm:.0%}", str(stats["rate_limited"])]]
+
+
 def scenario_memory(tmp: Path, sizes: list[int]) -> list[list[str]]:
     table = []
     with mock_server() as base_url:
@@ -193,11 +269,10 @@ def show(title: str, header: list[str], rows: list[list[str]]) -> None:
 
 def available_clients() -> list[str]:
     clients = ["batchrun", "bare"]
-    for module, name in (("openai", "openai"), ("litellm", "litellm")):
-        try:
-            __import__(module)
+    for name in ("openai", "litellm"):
+        if importlib.util.find_spec(name) is not None:
             clients.append(name)
-        except ImportError:
+        else:
             print(f"({name} is not installed: left out of the comparison)")
     return clients
 
@@ -206,7 +281,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, one repeat")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--only", nargs="*", default=["overhead", "latency", "limit", "memory"])
+    parser.add_argument("--only", nargs="*", default=["overhead", "latency", "limit", "auto",
+                                                      "tokens", "memory"])
     args = parser.parse_args()
     repeat = 1 if args.quick else args.repeat
     clients = available_clients()
@@ -228,6 +304,18 @@ def main() -> None:
             show(f"(limit) job and mock both at 1,200 requests/min, 10 s windows, {seconds} s",
                  ["client", "limit rpm", "achieved rpm", "of limit", "429s"],
                  scenario_limit(tmp, 1200, seconds))
+        if "auto" in args.only:
+            seconds = 40 if args.quick else 80
+            show(f"(c) limit the job does not state: mock at 1,200 rpm over 10 s windows, halved "
+                 f"to 600 at {seconds // 2} s",
+                 ["pacing from", "before halving", "after recovery", "429s of requests",
+                  "back to 90% in"],
+                 scenario_auto(tmp, seconds, headers=True) + scenario_auto(tmp, seconds, False))
+        if "tokens" in args.only:
+            seconds = 20 if args.quick else 60
+            show(f"(d) tokens/min-bound: job and mock at 24,000 tpm, {seconds} s",
+                 ["tpm limit", "max_tokens", "achieved tpm", "of limit", "429s"],
+                 scenario_tokens(tmp, seconds))
         if "memory" in args.only:
             sizes = [20_000, 200_000] if args.quick else [20_000, 500_000, 1_000_000]
             show("(e) memory: peak RSS of the batchrun process, zero latency",

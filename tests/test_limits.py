@@ -206,7 +206,7 @@ def test_429_cuts_rate_and_concurrency_then_probes_back_up_additively() -> None:
     limiter.on_rate_limited(retry_after=1.0, fallback_s=1.0)
     assert limiter.requests.pacer is not None
     assert limiter.requests.pacer.rate == pytest.approx(full * CUT_FACTOR)
-    assert limiter.slots.limit == 7
+    assert limiter.slots.limit == int(10 * CUT_FACTOR)
     # More 429s from requests already in flight do not cut again.
     limiter.on_rate_limited(retry_after=1.0, fallback_s=1.0)
     assert limiter.requests.pacer.rate == pytest.approx(full * CUT_FACTOR)
@@ -219,7 +219,7 @@ def test_429_cuts_rate_and_concurrency_then_probes_back_up_additively() -> None:
             assert limiter.requests.pacer is not None
             rates.append(limiter.requests.pacer.rate)
 
-    asyncio.run(answer_for(30))
+    asyncio.run(answer_for(60))
     steps = sorted(set(rates))
     assert len(steps) > 3  # grew in several small steps, not one jump
     assert rates[-1] == pytest.approx(full)  # back to the known limit, never above
@@ -231,7 +231,7 @@ def test_429_without_any_known_rate_only_pauses_and_shrinks_concurrency() -> Non
     limiter = ProviderLimiter(max_concurrency=8, clock=clock, sleep=clock.sleep)
     limiter.on_rate_limited(retry_after=None, fallback_s=2.0)
     assert limiter.requests.pacer is None
-    assert limiter.slots.limit == 5
+    assert limiter.slots.limit == int(8 * CUT_FACTOR)
 
     async def one() -> float:
         start = clock.now

@@ -105,7 +105,9 @@ class ProviderClient:
                 if response.status != 200:
                     text = await _read_capped(response)
                     raise self._status_error(response.status, response.headers, text, body)
-                if body.get("stream"):
+                # A JSON reply to a streamed request (an error object, or a server that ignored
+                # `stream`) is read as a whole body, so its error keeps its class and message.
+                if body.get("stream") and response.content_type != "application/json":
                     answer, raw = await self._read_stream(response)
                 else:
                     raw_bytes = await response.read()
