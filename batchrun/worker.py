@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from tenacity import AsyncRetrying
 
-from batchrun.errors import InvalidAnswer, RateLimited, RequestError
+from batchrun.errors import InvalidAnswer, RateLimited, RequestError, RetryableError
 from batchrun.usage import row_cost, worst_case_cost
 
 if TYPE_CHECKING:
@@ -107,37 +107,71 @@ class Settings:
 
 async def process(request: Request, lane: Lane, settings: Settings, tally: Tally) -> dict[str, Any]:
     """Send one request with its retries and return its result record (ok or error)."""
-    max_tokens = request.max_tokens or DEFAULT_COMPLETION_ESTIMATE
-    attempts = 0
-    reply: Reply | None = None
-    structured: Structured | None = None
-    limiter = lane.limiter
+    attempt = _Attempt(request, lane, settings, tally)
     try:
-        async for attempt in settings.retry.copy():
-            with attempt:
-                attempts += 1
-                if attempts > 1:
-                    tally.retries += 1
-                ticket = await limiter.acquire(request.prompt_tokens_est, max_tokens)
-                try:
-                    reply = await lane.client.send(request.body)
-                except RateLimited as error:
-                    limiter.release(ticket)
-                    tally.rate_limited += 1
-                    limiter.on_rate_limited(error.retry_after, settings.backoff_initial_s)
-                    raise
-                except BaseException:
-                    limiter.release(ticket)
-                    raise
-                usage = reply.answer.usage
-                limiter.release(ticket, answered=True, prompt=usage.prompt_tokens,
-                                completion=usage.completion_tokens)
-                if settings.checker is not None:
-                    structured = settings.checker.check(reply.answer.content)
+        try:
+            # Most requests succeed at once: the retry machinery is only built when one fails.
+            await attempt()
+        except RetryableError as first_failure:
+            await _retry(attempt, first_failure, settings.retry)
     except RequestError as error:
-        return error_record(request, error, attempts, reply, settings.prices.get(request.variant))
-    assert reply is not None
-    return ok_record(request, reply, attempts, structured, settings.prices.get(request.variant))
+        price = settings.prices.get(request.variant)
+        return error_record(request, error, attempt.count, attempt.reply, price)
+    assert attempt.reply is not None
+    price = settings.prices.get(request.variant)
+    return ok_record(request, attempt.reply, attempt.count, attempt.structured, price)
+
+
+async def _retry(attempt: _Attempt, first_failure: RetryableError, policy: AsyncRetrying) -> None:
+    """The attempts after the first, as the tenacity policy decides."""
+    replayed = False
+    async for retry in policy.copy():
+        with retry:
+            if not replayed:
+                replayed = True
+                # Attempt 1 already failed: tenacity sees its error, so the wait (Retry-After
+                # or backoff) and the attempt count follow the policy exactly.
+                raise first_failure
+            await attempt()
+
+
+class _Attempt:
+    """One attempt at a request: limits, send, check; remembers the last reply."""
+
+    __slots__ = ("count", "lane", "reply", "request", "settings", "structured", "tally")
+
+    def __init__(self, request: Request, lane: Lane, settings: Settings, tally: Tally) -> None:
+        self.request = request
+        self.lane = lane
+        self.settings = settings
+        self.tally = tally
+        self.count = 0
+        self.reply: Reply | None = None
+        self.structured: Structured | None = None
+
+    async def __call__(self) -> None:
+        self.count += 1
+        if self.count > 1:
+            self.tally.retries += 1
+        request, limiter = self.request, self.lane.limiter
+        max_tokens = request.max_tokens or DEFAULT_COMPLETION_ESTIMATE
+        ticket = await limiter.acquire(request.prompt_tokens_est, max_tokens)
+        try:
+            reply = await self.lane.client.send(request.body)
+        except RateLimited as error:
+            limiter.release(ticket)
+            self.tally.rate_limited += 1
+            limiter.on_rate_limited(error.retry_after, self.settings.backoff_initial_s)
+            raise
+        except BaseException:
+            limiter.release(ticket)
+            raise
+        self.reply = reply
+        usage = reply.answer.usage
+        limiter.release(ticket, answered=True, prompt=usage.prompt_tokens,
+                        completion=usage.completion_tokens)
+        if self.settings.checker is not None:
+            self.structured = self.settings.checker.check(reply.answer.content)
 
 
 def worst_cost(request: Request, price: Price | None) -> float:
