@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -37,4 +38,10 @@ async def arun(job_or_path: Job | str | Path, **overrides: Any) -> RunSummary:
 
 def run(job_or_path: Job | str | Path, **overrides: Any) -> RunSummary:
     """Run (or resume) a job and return its summary; the blocking form of `arun`."""
-    return asyncio.run(arun(job_or_path, **overrides))
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(arun(job_or_path, **overrides))
+    # Called from inside an event loop (a notebook cell): run on a loop of its own.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, arun(job_or_path, **overrides)).result()

@@ -203,7 +203,9 @@ def _scan(job: Job, sample: int, seed: int) -> tuple[Estimate, list[sources.Inpu
         _key(i, h) for i, h in store.iter_keys(latest, ("id", "request_hash"))}
     sums = {v.name: [0, 0, 0, 0] for v in job.variants}  # requests, settled, prompt, completion
     unbounded: set[str] = set()
-    rng, reservoir, rows = random.Random(seed), list[sources.InputRow](), 0
+    rng = random.Random(seed)
+    reservoir: list[sources.InputRow] = []
+    rows = 0
     for batch in sources.iter_rows(job.input, job.base_dir, job.output.keep_columns):
         for row in batch:
             if len(reservoir) < sample:

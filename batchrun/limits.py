@@ -27,7 +27,7 @@ MIN_RATE = 0.1  # per second: a cut never pauses a provider for longer than ten 
 SAFETY_MARGIN = 0.02  # pace this fraction under a known limit: jitter at a window's edge
 CUT_FACTOR = 0.8  # a 429 cuts the rate (and concurrency) to this fraction
 PROBE_EVERY_S = 1.0  # without a 429 for this long, step the rate back up
-PROBE_STEP = 0.02  # ... by this fraction of the rate at the last cut (a 10 s climb back)
+PROBE_STEP = 0.04  # ... by this fraction of the rate at the last cut (a 5 s climb back)
 MIN_ANSWERS_TO_MEASURE = 10  # answers in the last 10 s needed to take them as a rate
 TOKEN_BURST_S = 0.2  # token pacers may run this far ahead: what the margin absorbs in 10 s
 TOKEN_RECHECK_S = 0.05  # waiting for tokens, look again this often: refunds free them early
@@ -127,6 +127,7 @@ class ProviderLimiter:
         # (answers, tokens) per second of the last few seconds: achieved rates, and the rate
         # to cut from on a 429 when nothing else is known.
         self._recent: dict[int, tuple[int, int]] = {}
+        self._first_answer: float | None = None
         self.rate_limited = 0
         self.waiting = {"cooldown": 0, "rate": 0, "tokens": 0, "concurrency": 0}
 
@@ -209,9 +210,10 @@ class ProviderLimiter:
             return  # the 429s of requests already in flight: one cut is enough
         self._last_cut = now
         observed = self.achieved(include_current=True)[0] / 60.0
+        answers = sum(c for s, (c, _) in self._recent.items() if s >= int(now) - 10)
         # With no rate to cut from (unpaced, and too few answers to measure one), the pause
         # and the smaller concurrency are all we can do.
-        if self.requests.pacer is not None or observed * 10 >= MIN_ANSWERS_TO_MEASURE:
+        if self.requests.pacer is not None or answers >= MIN_ANSWERS_TO_MEASURE:
             self.requests.cut(observed=observed)
             self._cut_requests_rate = self.requests.aimd or 0.0
         self.slots.resize(int(self.slots.limit * CUT_FACTOR))
@@ -239,6 +241,8 @@ class ProviderLimiter:
 
     def _answered(self, tokens: int) -> None:
         now = self._clock()
+        if self._first_answer is None:
+            self._first_answer = float(int(now))
         second = int(now)
         count, used = self._recent.get(second, (0, 0))
         self._recent[second] = (count + 1, used + tokens)
@@ -252,11 +256,18 @@ class ProviderLimiter:
                 self.slots.resize(self.slots.limit + 1)
 
     def achieved(self, *, include_current: bool = False) -> tuple[float, float]:
-        """Requests/min and tokens/min answered over the last ten whole seconds."""
-        second = int(self._clock())
+        """Requests/min and tokens/min answered over the last ten seconds (or since the first)."""
+        now = self._clock()
+        second = int(now)
         end = second + 1 if include_current else second
         window = [v for s, v in self._recent.items() if second - 10 <= s < end]
-        return (sum(c for c, _ in window) * 6.0, sum(t for _, t in window) * 6.0)
+        # Early in a run, divide by the time answers have been arriving, not by ten seconds.
+        if self._first_answer is None:
+            return 0.0, 0.0
+        span = min(10.0, (now if include_current else second) - self._first_answer)
+        if span <= 0:
+            return 0.0, 0.0
+        return (sum(c for c, _ in window) * 60.0 / span, sum(t for _, t in window) * 60.0 / span)
 
     async def _wait_cooldown(self) -> None:
         while (delay := self._cooldown_until - self._clock()) > 0:

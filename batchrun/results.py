@@ -48,13 +48,13 @@ def export(
     table = read_table(root)
     if join_input:
         table = _join_input(root, table)
+    target.parent.mkdir(parents=True, exist_ok=True)
     if format == "openai-batch":
         _write_openai_batch(table, target)
         return table.num_rows
     if format is not None:
         raise UsageError(f"unknown export format {format!r}; known: openai-batch")
     suffix = target.suffix.lower()
-    target.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".parquet":
         pq.write_table(table, target)
     elif suffix == ".csv":

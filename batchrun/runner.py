@@ -233,7 +233,7 @@ class _Run:
                 if self.options.only_ids is not None and row.id not in self.options.only_ids:
                     continue
                 for request in requests_for_row(row, self.job.variants):
-                    if int(request.hash[:16], 16) in self.done:
+                    if done_key(request.row_id, request.hash) in self.done:
                         self.skipped += 1
                         continue
                     if self.stopping:
@@ -284,6 +284,11 @@ class _Run:
         return "; ".join(f"{name}: {lane.limiter.describe()}" for name, lane in self.lanes.items())
 
 
+def done_key(row_id: str, request_hash: str) -> int:
+    """Identity of a finished request: its id and hash (rows with equal prompts share a hash)."""
+    return hash((row_id, request_hash))
+
+
 def _drain(queue: asyncio.Queue[Request | None]) -> None:
     while not queue.empty():
         queue.get_nowait()
@@ -306,13 +311,13 @@ def _previous_results(root: Path, retry_errors: bool) -> _Previous:
     latest = store.latest_per_key(table)
     done: set[int] = set()
     ok = error = 0
-    for request_hash, status in store.iter_keys(latest, ("request_hash", "status")):
+    for row_id, request_hash, status in store.iter_keys(latest, ("id", "request_hash", "status")):
         if status == "ok":
             ok += 1
         else:
             error += 1
         if status == "ok" or not retry_errors:
-            done.add(int(request_hash[:16], 16))
+            done.add(done_key(row_id, request_hash))
     costs = [c for c in table.column("cost_usd").to_pylist() if c is not None]
     counted = ok + error if not retry_errors else ok
     return _Previous(done, ok, error if not retry_errors else 0, counted, float(sum(costs)))

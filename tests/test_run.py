@@ -186,3 +186,29 @@ def test_a_wrong_key_is_an_error_naming_the_variable(
     row = batchrun.read(tmp_path / "out").iloc[0]
     assert row.error_type == "AuthenticationFailed"
     assert "$BATCHRUN_TEST_KEY" in row.error_message and "mock" in row.error_message
+
+
+def test_rows_with_equal_prompts_are_each_answered_across_a_resume(
+    tmp_path: Path, mock: MockThread
+) -> None:
+    data = [{"id": f"r{i}", "text": "the same words"} for i in range(6)]
+    write_rows(tmp_path / "rows.jsonl", data)
+    job = write_job(tmp_path, base_url=mock.base_url)
+    assert batchrun.run(job, limit=2).ok == 2
+    summary = batchrun.run(job)
+    assert (summary.ok, summary.pending) == (6, 0)
+    assert sorted(batchrun.read(tmp_path / "out").id) == [f"r{i}" for i in range(6)]
+
+
+def test_run_works_when_called_inside_a_running_event_loop(
+    tmp_path: Path, mock: MockThread
+) -> None:
+    import asyncio
+
+    write_rows(tmp_path / "rows.jsonl", rows(3))
+    job = write_job(tmp_path, base_url=mock.base_url)
+
+    async def notebook_cell() -> int:
+        return batchrun.run(job).ok
+
+    assert asyncio.run(notebook_cell()) == 3
