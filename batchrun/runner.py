@@ -8,24 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 import signal
 import time
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from batchrun import sources, store
-from batchrun.errors import UsageError
-from batchrun.job import Job, ProviderSpec
-from batchrun.limits import ProviderLimiter
+from batchrun import sources
+from batchrun.job import Job
+from batchrun.lanes import open_lanes
 from batchrun.manifest import expected_requests, write_manifest
+from batchrun.preflight import api_keys, check_columns
 from batchrun.progress import Progress
-from batchrun.providers import get_format
-from batchrun.providers.http import ProviderClient
 from batchrun.requests import Request, requests_for_row
+from batchrun.resume import done_key, previous_results
 from batchrun.retry import retry_policy
 from batchrun.sink import OutputLock, Sink, prepare_output
 from batchrun.structured import AnswerChecker
@@ -80,8 +77,8 @@ async def arun(job: Job, options: RunOptions | None = None) -> RunSummary:
     scan = await asyncio.to_thread(
         sources.scan, job.input, job.base_dir, job.output.keep_columns
     )
-    _check_columns(job)
-    keys = _api_keys(job)
+    check_columns(job)
+    keys = api_keys(job)
     root = job.output_path()
     prepare_output(root, fresh=options.fresh)
     lock = OutputLock(root)
@@ -101,7 +98,7 @@ async def _run_locked(
     sink = Sink(root, flush_rows=job.output.flush_rows, flush_seconds=job.output.flush_seconds)
     await asyncio.to_thread(sink.open)
     try:
-        previous = await asyncio.to_thread(_previous_results, root, options.retry_errors)
+        previous = await asyncio.to_thread(previous_results, root, options.retry_errors)
         write_manifest(root, job, input_rows=scan.rows)
         counted_rows = rows if options.only_ids is None else min(rows, len(options.only_ids))
         total = expected_requests(job, counted_rows)
@@ -114,7 +111,7 @@ async def _run_locked(
             backoff_initial_s=job.retry.backoff_initial_s,
         )
         run = _Run(job, options, sink, tally, budget, settings, previous.done, rows)
-        async with _lanes(job, keys) as lanes:
+        async with open_lanes(job, keys) as lanes:
             run.lanes = lanes
             progress = Progress(
                 total=total, already_done=previous.counted, tally=tally,
@@ -284,117 +281,9 @@ class _Run:
         return "; ".join(f"{name}: {lane.limiter.describe()}" for name, lane in self.lanes.items())
 
 
-def done_key(row_id: str, request_hash: str) -> int:
-    """Identity of a finished request: its id and hash (rows with equal prompts share a hash)."""
-    return hash((row_id, request_hash))
-
-
 def _drain(queue: asyncio.Queue[Request | None]) -> None:
     while not queue.empty():
         queue.get_nowait()
-
-
-@dataclass(frozen=True, slots=True)
-class _Previous:
-    done: set[int]
-    ok: int
-    error: int
-    counted: int
-    spent: float
-
-
-def _previous_results(root: Path, retry_errors: bool) -> _Previous:
-    """What earlier runs into this directory already settled (and what they spent)."""
-    table = store.read_all(root)
-    if table is None:
-        return _Previous(set(), 0, 0, 0, 0.0)
-    latest = store.latest_per_key(table)
-    done: set[int] = set()
-    ok = error = 0
-    for row_id, request_hash, status in store.iter_keys(latest, ("id", "request_hash", "status")):
-        if status == "ok":
-            ok += 1
-        else:
-            error += 1
-        if status == "ok" or not retry_errors:
-            done.add(done_key(row_id, request_hash))
-    costs = [c for c in table.column("cost_usd").to_pylist() if c is not None]
-    counted = ok + error if not retry_errors else ok
-    return _Previous(done, ok, error if not retry_errors else 0, counted, float(sum(costs)))
-
-
-def _check_columns(job: Job) -> None:
-    wanted = (*job.output.keep_columns, *job.parse.fields)
-    clashes = [c for c in wanted if c in store.RESULT_COLUMNS]
-    if clashes:
-        raise UsageError(
-            f"{job.source}: {', '.join(clashes)} would overwrite result columns of the same name; "
-            "rename them in the input (or in [parse] fields) or drop them from keep_columns"
-        )
-
-
-def _api_keys(job: Job) -> dict[str, str | None]:
-    keys: dict[str, str | None] = {}
-    used = {v.provider for v in job.variants}
-    for spec in job.providers:
-        if spec.name not in used:
-            continue
-        if spec.api_key_env is None:
-            keys[spec.name] = None
-            continue
-        value = os.environ.get(spec.api_key_env)
-        if not value and spec.base_url != "mock":
-            raise UsageError(
-                f"{job.source}: provider {spec.name!r} reads its key from ${spec.api_key_env}, "
-                f"which is not set; export {spec.api_key_env}=... and run again"
-            )
-        keys[spec.name] = value or None
-    return keys
-
-
-@asynccontextmanager
-async def _lanes(job: Job, keys: dict[str, str | None]) -> AsyncIterator[dict[str, Lane]]:
-    """A client and a limiter per provider in use (and the in-process mock where asked for)."""
-    async with AsyncExitStack() as stack:
-        lanes: dict[str, Lane] = {}
-        mock_url: str | None = None
-        for name, api_key in keys.items():
-            spec = job.provider(name)
-            if spec.base_url == "mock":
-                if mock_url is None:
-                    mock_url = await stack.enter_async_context(_in_process_mock())
-                spec = dataclasses.replace(spec, base_url=mock_url)
-            limiter = _limiter(spec, job.retry.retry_after_max_s)
-            client = ProviderClient(
-                spec, get_format(spec.api), api_key=api_key, reasoning=job.parse.reasoning,
-                keep_raw=job.output.keep_raw, on_headers=limiter.observe,
-            )
-            await stack.enter_async_context(client)
-            lanes[name] = Lane(client=client, limiter=limiter)
-        yield lanes
-
-
-def _limiter(spec: ProviderSpec, max_pause_s: float) -> ProviderLimiter:
-    return ProviderLimiter(
-        requests_per_minute=spec.requests_per_minute,
-        tokens_per_minute=spec.tokens_per_minute,
-        input_tokens_per_minute=spec.input_tokens_per_minute,
-        output_tokens_per_minute=spec.output_tokens_per_minute,
-        max_concurrency=spec.max_concurrency,
-        max_pause_s=max_pause_s,
-    )
-
-
-@asynccontextmanager
-async def _in_process_mock() -> AsyncIterator[str]:
-    from batchrun.mock import MockProvider
-
-    mock = MockProvider()
-    url = await mock.start()
-    try:
-        yield url
-    finally:
-        await mock.stop()
 
 
 def summary_dict(summary: RunSummary) -> dict[str, Any]:
