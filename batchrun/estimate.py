@@ -15,9 +15,7 @@ batchrun, and one that downloads its vocabulary would not be offline). The bands
 
 `--sample N` picks N input rows by seeded reservoir sampling over the streamed rows (the same
 rows for every variant), runs them for real into the job's own output, so a later run skips
-them, and extrapolates. Rows are the sampling unit (a row's samples share one prompt): a total
-is rows x mean(per-row sum) +- t(0.975, n-1) x s / sqrt(n), finite-population corrected, so a
-sample of every row gives the exact figure.
+them, and extrapolates (`batchrun.extrapolate`). The tables are `batchrun.estimate_format`'s.
 """
 
 from __future__ import annotations
@@ -26,10 +24,8 @@ import asyncio
 import hashlib
 import math
 import random
-import statistics
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,17 +34,34 @@ import pyarrow.compute as pc
 
 from batchrun import sources, store
 from batchrun.errors import UsageError
+from batchrun.estimate_format import format_estimate, format_sampled
+from batchrun.extrapolate import Extrapolated, Interval, SampledVariant, extrapolate, t95
 from batchrun.job import Job, Price, ProviderSpec
-from batchrun.requests import Request, requests_for_row
+from batchrun.requests import requests_for_row
 from batchrun.usage import PER_MILLION
+
+__all__ = [
+    "PROMPT_BAND",
+    "SAMPLE_SEED",
+    "TOKENIZER",
+    "Estimate",
+    "Extrapolated",
+    "Interval",
+    "ProviderTime",
+    "SampledEstimate",
+    "VariantEstimate",
+    "aestimate_sampled",
+    "estimate_command",
+    "estimate_offline",
+    "estimate_sampled",
+    "format_estimate",
+    "format_sampled",
+    "t95",
+]
 
 PROMPT_BAND = 0.25
 SAMPLE_SEED = 0
 TOKENIZER = "heuristic: ~4 ASCII characters a token, CJK and other text 1 a character, +4 a message"
-# Two-sided 95% Student t quantiles for 1..30 degrees of freedom; a series beyond.
-_T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
-        2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
-        2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
 _CEILINGS = {"requests_per_minute": "req/min", "tokens_per_minute": "tok/min",
              "input_tokens_per_minute": "input tok/min",
              "output_tokens_per_minute": "output tok/min"}
@@ -98,27 +111,6 @@ class Estimate:
     prompt_band: float = PROMPT_BAND
 
 
-@dataclass(frozen=True, slots=True)
-class Interval:
-    """An extrapolated total and its 95% interval; low/high None when one row cannot give one."""
-
-    value: float
-    low: float | None
-    high: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class Extrapolated:
-    """What the sampled requests of one variant (or of all, "total") say about every row."""
-
-    name: str
-    answered: int
-    errors: int
-    prompt_tokens: Interval | None  # None: no row answered in full
-    completion_tokens: Interval | None
-    cost_usd: Interval | None  # None also when unpriced
-    prompt_ratio: float | None  # reported / estimated prompt tokens, over the sampled answers
-
 
 @dataclass(frozen=True, slots=True)
 class SampledEstimate:
@@ -157,12 +149,12 @@ async def aestimate_sampled(
     summary = await arun(job, options)
     planned = [request for row in rows for request in requests_for_row(row, job.variants)]
     results = await asyncio.to_thread(_results, job.output_path(), {r.hash for r in planned})
-    cells = {v.name: _Cells(v.samples, v.price is not None) for v in job.variants}
+    cells = {v.name: SampledVariant(v.samples, v.price is not None) for v in job.variants}
     for request in planned:
         cells[request.variant].add(request, results.get((request.row_id, request.hash)))
     ids = [r.id for r in rows]
-    variants = tuple(_extrapolate(name, [c], ids, offline.rows) for name, c in cells.items())
-    total = _extrapolate("total", list(cells.values()), ids, offline.rows)
+    variants = tuple(extrapolate(name, [c], ids, offline.rows) for name, c in cells.items())
+    total = extrapolate("total", list(cells.values()), ids, offline.rows)
     priced = any(c.priced for c in cells.values())
     spent = math.fsum(r["cost_usd"] or 0.0 for r in results.values()) if priced else None
     return SampledEstimate(offline, tuple(ids), variants, total, spent, summary.exit_code)
@@ -289,164 +281,3 @@ def _results(root: Path, hashes: set[str]) -> dict[tuple[str, str], dict[str, An
     return {(r["id"], r["request_hash"]): r for r in wanted.to_pylist()}
 
 
-@dataclass(slots=True)
-class _Cells:
-    """Per-row sums of the sampled results of one variant (rows are the sampling unit)."""
-
-    samples: int
-    priced: bool
-    rows: dict[str, list[float]] = field(default_factory=dict)  # id -> [prompt, compl, cost, n]
-    estimated: int = 0
-    reported: int = 0
-    errors: int = 0
-
-    def add(self, request: Request, record: dict[str, Any] | None) -> None:
-        sums = self.rows.setdefault(request.row_id, [0.0, 0.0, 0.0, 0])
-        if record is None:  # not sent: the budget or an interrupt stopped the sample
-            return
-        sums[0] += record["prompt_tokens"] or 0
-        sums[1] += record["completion_tokens"] or 0
-        sums[2] += record["cost_usd"] or 0.0
-        sums[3] += 1
-        if record["status"] != "ok":
-            self.errors += 1
-        elif record["prompt_tokens"] is not None:
-            self.estimated += request.prompt_tokens_est
-            self.reported += record["prompt_tokens"]
-
-    def complete(self, row_id: str) -> bool:
-        return row_id in self.rows and self.rows[row_id][3] == self.samples
-
-
-def _extrapolate(name: str, parts: list[_Cells], ids: list[str], population: int) -> Extrapolated:
-    """One variant's figures (one part), or the total's (every part), over the rows every part
-    answered in full."""
-    full = [i for i in ids if all(part.complete(i) for part in parts)]
-
-    def total(column: int, only_priced: bool = False) -> Interval | None:
-        chosen = [p for p in parts if p.priced or not only_priced]
-        if not chosen or not full:
-            return None
-        return _total([sum(p.rows[i][column] for p in chosen) for i in full], population)
-
-    estimated = sum(p.estimated for p in parts)
-    return Extrapolated(
-        name, answered=int(sum(v[3] for p in parts for v in p.rows.values())),
-        errors=sum(p.errors for p in parts), prompt_tokens=total(0), completion_tokens=total(1),
-        cost_usd=total(2, only_priced=True),
-        prompt_ratio=sum(p.reported for p in parts) / estimated if estimated else None,
-    )
-
-
-def _total(per_row: list[float], population: int) -> Interval:
-    """population x mean(per_row), with its 95% interval (finite-population corrected)."""
-    n = len(per_row)
-    total = population * math.fsum(per_row) / n
-    if n >= population:
-        return Interval(total, total, total)
-    if n < 2:
-        return Interval(total, None, None)
-    fpc = math.sqrt((population - n) / (population - 1))
-    half = t95(n - 1) * statistics.stdev(per_row) / math.sqrt(n) * population * fpc
-    return Interval(total, max(0.0, total - half), total + half)
-
-
-def t95(df: int) -> float:
-    """The 0.975 quantile of Student's t with `df` degrees of freedom."""
-    if df <= len(_T95):
-        return _T95[df - 1]
-    z = 1.959964
-    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
-
-
-def format_estimate(est: Estimate) -> str:
-    """The offline estimate as a table for people."""
-    cost = _range(est.cost_min, est.cost_max)
-    if est.unpriced and est.cost_min is not None:
-        cost += f" + unpriced ({', '.join(est.unpriced)})"
-    rows = [(v.name, v.model, f"{v.requests:,}", f"{v.prompt_tokens:,}", _count(v.completion_max),
-             _range(v.cost_min, v.cost_max)) for v in est.variants]
-    rows.append(("total", "", f"{est.requests:,}", f"{est.prompt_tokens:,}",
-                 _count(est.completion_max), cost))
-    lines = [f"estimate of {est.name}: offline, nothing sent",
-             f"{est.rows:,} rows x {len(est.variants)} variants x their samples = "
-             f"{est.requests:,} requests", "",
-             *_table(("variant", "model", "requests", "prompt tokens (est.)", "completion max",
-                      "cost (USD)"), rows), "",
-             f"prompt tokens (+-{est.prompt_band:.0%}): {est.tokenizer}",
-             "completion tokens: 0 .. max_tokens a request",
-             "cost: those bands at each variant's prices, no cache discount",
-             "time at the configured limits:"]
-    for p in est.providers:
-        who = f"  {p.name} ({', '.join(p.variants)})"
-        if not p.ceilings:
-            lines.append(f"{who}: unlimited: no ceilings set (paced by the provider's headers)")
-            continue
-        limits = ", ".join(f"{value:,.0f} {label}" for label, value in p.ceilings)
-        upper = "unbounded" if p.seconds_max is None else _duration(p.seconds_max)
-        lines.append(f"{who} at {limits}: {_duration(p.seconds_min or 0.0)} .. {upper}")
-    settled = sum(v.settled for v in est.variants)
-    if settled:
-        lines.append(f"already in the output: {settled:,} of {est.requests:,} requests "
-                     "(a run skips them; the figures above are for the whole job)")
-    return "\n".join(lines)
-
-
-def format_sampled(result: SampledEstimate) -> str:
-    """The sampled estimate as a table for people, followed by the offline one."""
-    total = result.total
-    spent = "" if result.sample_cost_usd is None else f", cost {_usd(result.sample_cost_usd)}"
-    rows = [(e.name, _interval(e.prompt_tokens), _interval(e.completion_tokens),
-             _interval(e.cost_usd, money=True) if e.prompt_tokens else "no complete row",
-             "-" if e.prompt_ratio is None else f"{e.prompt_ratio:.2f}")
-            for e in (*result.variants, total)]
-    lines = [f"sampled {len(result.ids):,} of {result.offline.rows:,} rows: {total.answered:,} "
-             f"answers, {total.errors:,} errors{spent} (kept in the output: not paid again)",
-             "extrapolated to every row (95% interval):", "",
-             *_table(("variant", "prompt tokens", "completion tokens", "cost (USD)",
-                      "prompt actual/est."), rows), ""]
-    if total.errors:
-        lines += [f"warning: {total.errors} sampled requests ended in error; see batchrun report",
-                  ""]
-    return "\n".join(lines) + "\n" + format_estimate(result.offline)
-
-
-def _table(head: tuple[str, ...], body: Sequence[tuple[str, ...]]) -> list[str]:
-    widths = [max(len(row[i]) for row in (head, *body)) for i in range(len(head))]
-    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-            for row in (head, *body)]
-
-
-def _count(value: int | None) -> str:
-    return "unbounded" if value is None else f"{value:,}"
-
-
-def _range(low: float | None, high: float | None) -> str:
-    if low is None:
-        return "unpriced"
-    return f">= {_usd(low)} (unbounded)" if high is None else f"{_usd(low)} - {_usd(high)}"
-
-
-def _interval(interval: Interval | None, *, money: bool = False) -> str:
-    if interval is None:
-        return "unpriced" if money else "no complete row"
-    show = _usd if money else (lambda x: f"{x:,.0f}")
-    if interval.low is None or interval.high is None:
-        return f"{show(interval.value)} (one row: no interval)"
-    return f"{show(interval.value)} ({show(interval.low)} - {show(interval.high)})"
-
-
-def _usd(value: float) -> str:
-    """Dollars: cents from $1 up, three significant digits below."""
-    if value >= 1 or value == 0:
-        return f"${value:,.2f}"
-    return f"${value:.{max(2, 2 - math.floor(math.log10(value)))}f}"
-
-
-def _duration(seconds: float) -> str:
-    minutes, secs = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    days, hours = divmod(hours, 24)
-    if days or hours:
-        return f"{days}d{hours:02d}h" if days else f"{hours}h{minutes:02d}m"
-    return (f"{minutes}m{secs:02d}s" if minutes else f"{secs}s") if seconds >= 1 else "<1s"

@@ -51,7 +51,7 @@ def export(
     target.parent.mkdir(parents=True, exist_ok=True)
     if format == "openai-batch":
         _write_openai_batch(table, target)
-        return table.num_rows
+        return int(table.num_rows)
     if format is not None:
         raise UsageError(f"unknown export format {format!r}; known: openai-batch")
     suffix = target.suffix.lower()
@@ -63,7 +63,7 @@ def export(
         _write_jsonl(table, target)
     else:
         raise UsageError(f"{target}: unknown suffix; use .parquet, .jsonl or .csv")
-    return table.num_rows
+    return int(table.num_rows)
 
 
 def _write_jsonl(table: pa.Table, target: Path) -> None:

@@ -107,7 +107,9 @@ def run_client(client: str, *args: str) -> dict[str, Any]:
     # LiteLLM fetches a price list from the network at import unless told not to.
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     out = subprocess.run([PY, str(HERE / "clients.py"), client, *args],
-                         capture_output=True, text=True, check=True, env=env)
+                         capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        raise SystemExit(f"{client} failed:\n{out.stderr[-3000:]}")
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
