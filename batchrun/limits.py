@@ -184,8 +184,12 @@ class ProviderLimiter:
             headers.get("anthropic-ratelimit-input-tokens-limit"),
             headers.get("anthropic-ratelimit-output-tokens-limit"),
         )
-        exhausted = headers.get("x-ratelimit-remaining-requests") == "0" or headers.get(
-            "anthropic-ratelimit-requests-remaining") == "0"
+        exhausted = "0" in (
+            headers.get("x-ratelimit-remaining-requests"),
+            headers.get("x-ratelimit-remaining-tokens"),
+            headers.get("anthropic-ratelimit-requests-remaining"),
+            headers.get("anthropic-ratelimit-tokens-remaining"),
+        )
         if limits == self._seen_limits and not exhausted:
             return
         self._seen_limits = limits

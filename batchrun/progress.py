@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from tqdm import tqdm
 
-from batchrun.worker import Tally
+from batchrun.accounting import Tally
 
 log = logging.getLogger("batchrun")
 
@@ -23,7 +23,7 @@ class Progress:
         self,
         *,
         total: int,
-        already_done: int,
+        already_done: Callable[[], int],
         tally: Tally,
         enabled: bool,
         waiting: Callable[[], str] = lambda: "",
@@ -39,14 +39,14 @@ class Progress:
         self._log_lines = enabled and not sys.stderr.isatty()
         if enabled and sys.stderr.isatty():
             self._bar = tqdm(
-                total=total, initial=already_done, unit="req", dynamic_ncols=True,
+                total=total, unit="req", dynamic_ncols=True,
                 smoothing=0.1, file=sys.stderr,
             )
 
     def refresh(self) -> None:
         """Bring the display up to date with the tally."""
         tally = self._tally
-        done = tally.ok + tally.error
+        done = tally.ok + tally.error + self._already()
         elapsed = max(time.monotonic() - self._started, 1e-9)
         text = self.describe(elapsed)
         if self._bar is not None:
@@ -55,7 +55,7 @@ class Progress:
             self._bar.set_postfix_str(text, refresh=True)
         elif self._log_lines and time.monotonic() - self._last_log >= LOG_EVERY_S:
             self._last_log = time.monotonic()
-            log.info("%d/%d requests; %s", self._already + done, self._total, text)
+            log.info("%d/%d requests; %s", done, self._total, text)
 
     def describe(self, elapsed: float) -> str:
         """ok/error counts, rates and cost so far, and what the runner waits on."""

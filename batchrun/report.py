@@ -113,7 +113,8 @@ def format_report(report: dict[str, Any]) -> str:
         f"rows      {rows['ok']} ok, {rows['error']} error, {rows['pending']} pending "
         f"of {rows['total']}",
         "tokens    " + ", ".join(f"{tokens[k]:,} {k}" for k in TOKEN_KINDS),
-        f"cost      ${cost['total']:.4f} (priced variants)",
+        (f"cost      ${cost['total']:.4f} (priced variants)" if len(report["unpriced_variants"])
+         < len(report["by_variant"]) else "cost      unpriced (no variant has a price)"),
     ]
     for name, v in report["by_variant"].items():
         price = "unpriced" if v["cost_usd"] is None else f"${v['cost_usd']:.4f}"

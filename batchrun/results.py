@@ -50,6 +50,8 @@ def export(
         table = _join_input(root, table)
     target.parent.mkdir(parents=True, exist_ok=True)
     if format == "openai-batch":
+        if target.suffix.lower() != ".jsonl":
+            raise UsageError(f"{target}: --format openai-batch writes JSONL; name it *.jsonl")
         _write_openai_batch(table, target)
         return int(table.num_rows)
     if format is not None:
@@ -58,12 +60,22 @@ def export(
     if suffix == ".parquet":
         pq.write_table(table, target)
     elif suffix == ".csv":
-        pacsv.write_csv(table, target)
+        pacsv.write_csv(_flat(table), target)
     elif suffix == ".jsonl":
         _write_jsonl(table, target)
     else:
         raise UsageError(f"{target}: unknown suffix; use .parquet, .jsonl or .csv")
     return int(table.num_rows)
+
+
+def _flat(table: pa.Table) -> pa.Table:
+    """CSV holds no lists or structs: such columns become JSON text."""
+    for index, field in enumerate(table.schema):
+        if pa.types.is_nested(field.type):
+            values = [None if v is None else orjson.dumps(v, default=str).decode()
+                      for v in table.column(index).to_pylist()]
+            table = table.set_column(index, field.name, pa.array(values, pa.string()))
+    return table
 
 
 def _write_jsonl(table: pa.Table, target: Path) -> None:

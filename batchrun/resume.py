@@ -15,30 +15,27 @@ def done_key(row_id: str, request_hash: str) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Previous:
-    """Finished requests (by `done_key`), their counts, and the money they cost."""
+    """Finished requests by `done_key` (ok, and errors unless they are to be redone), and spend."""
 
-    done: set[int]
-    ok: int
-    error: int
-    counted: int
+    done_ok: set[int]
+    done_error: set[int]
     spent: float
 
 
 def previous_results(root: Path, retry_errors: bool) -> Previous:
     """What earlier runs into this directory already settled (and what they spent)."""
-    table = store.read_all(root)
+    # Only the columns needed: the answers themselves may be gigabytes.
+    table = store.read_all(root, columns=["id", "variant", "sample", "request_hash", "status",
+                                          "cost_usd"])
     if table is None:
-        return Previous(set(), 0, 0, 0, 0.0)
+        return Previous(set(), set(), 0.0)
     latest = store.latest_per_key(table)
-    done: set[int] = set()
-    ok = error = 0
+    done_ok: set[int] = set()
+    done_error: set[int] = set()
     for row_id, request_hash, status in store.iter_keys(latest, ("id", "request_hash", "status")):
         if status == "ok":
-            ok += 1
-        else:
-            error += 1
-        if status == "ok" or not retry_errors:
-            done.add(done_key(row_id, request_hash))
+            done_ok.add(done_key(row_id, request_hash))
+        elif not retry_errors:
+            done_error.add(done_key(row_id, request_hash))
     costs = [c for c in table.column("cost_usd").to_pylist() if c is not None]
-    counted = ok + error if not retry_errors else ok
-    return Previous(done, ok, error if not retry_errors else 0, counted, float(sum(costs)))
+    return Previous(done_ok, done_error, float(sum(costs)))

@@ -16,17 +16,19 @@ from pathlib import Path
 from typing import Any
 
 from batchrun import sources
+from batchrun.accounting import Budget, Tally
+from batchrun.errors import OutputDirError
 from batchrun.job import Job
 from batchrun.lanes import open_lanes
 from batchrun.manifest import expected_requests, write_manifest
 from batchrun.preflight import api_keys, check_columns
 from batchrun.progress import Progress
 from batchrun.requests import Request, requests_for_row
-from batchrun.resume import done_key, previous_results
+from batchrun.resume import Previous, done_key, previous_results
 from batchrun.retry import retry_policy
 from batchrun.sink import OutputLock, Sink, prepare_output
 from batchrun.structured import AnswerChecker
-from batchrun.worker import Budget, Lane, Settings, Tally, process, worst_cost
+from batchrun.worker import Lane, Settings, Stopped, process, worst_cost
 
 # After the first Ctrl-C, requests in flight get this long to finish before they are dropped.
 GRACE_SECONDS = 10.0
@@ -80,10 +82,13 @@ async def arun(job: Job, options: RunOptions | None = None) -> RunSummary:
     check_columns(job)
     keys = api_keys(job)
     root = job.output_path()
-    prepare_output(root, fresh=options.fresh)
+    if root.exists() and not root.is_dir():
+        raise OutputDirError(f"{root}: exists and is not a directory; choose another output path")
+    root.mkdir(parents=True, exist_ok=True)
     lock = OutputLock(root)
-    lock.acquire()
+    lock.acquire()  # before --fresh clears anything: a live run's results are never touched
     try:
+        prepare_output(root, fresh=options.fresh)
         return await _run_locked(job, options, scan, keys, root)
     finally:
         lock.release()
@@ -110,11 +115,11 @@ async def _run_locked(
             prices={v.name: v.price for v in job.variants},
             backoff_initial_s=job.retry.backoff_initial_s,
         )
-        run = _Run(job, options, sink, tally, budget, settings, previous.done, rows)
+        run = _Run(job, options, sink, tally, budget, settings, previous, rows)
         async with open_lanes(job, keys) as lanes:
             run.lanes = lanes
             progress = Progress(
-                total=total, already_done=previous.counted, tally=tally,
+                total=total, already_done=run.settled_before, tally=tally,
                 enabled=options.progress, waiting=run.describe_waiting,
             )
             try:
@@ -123,12 +128,11 @@ async def _run_locked(
                 progress.close()
     finally:
         await sink.close()
-    finished = tally.ok + tally.error
     stopped = "interrupted" if run.interrupted else ("budget" if budget.exhausted else None)
+    ok, error = run.previous_ok + tally.ok, run.previous_error + tally.error
     return RunSummary(
-        name=job.name, output=root, total=total, ok=previous.ok + tally.ok,
-        error=previous.error + tally.error, skipped=run.skipped,
-        pending=max(0, total - previous.counted - finished),
+        name=job.name, output=root, total=total, ok=ok, error=error,
+        skipped=run.settled_before(), pending=max(0, total - ok - error),
         tokens={
             "prompt": tally.prompt_tokens, "completion": tally.completion_tokens,
             "reasoning": tally.reasoning_tokens, "cached": tally.cached_tokens,
@@ -144,7 +148,7 @@ class _Run:
 
     def __init__(
         self, job: Job, options: RunOptions, sink: Sink, tally: Tally, budget: Budget,
-        settings: Settings, done: set[int], rows: int,
+        settings: Settings, previous: Previous, rows: int,
     ) -> None:
         self.job = job
         self.options = options
@@ -152,15 +156,18 @@ class _Run:
         self.tally = tally
         self.budget = budget
         self.settings = settings
-        self.done = done
+        self.previous = previous
+        # Requests of this job already settled by earlier runs, counted as the input is read.
+        self.previous_ok = 0
+        self.previous_error = 0
         self.rows = rows
         self.lanes: dict[str, Lane] = {}
         self.queues: dict[str, asyncio.Queue[Request | None]] = {}
         self.stopping = False
         self.interrupted = False
-        self.skipped = 0
         self._flush_wanted = asyncio.Event()
         self._finished = False
+        self._producer: asyncio.Task[None] | None = None
 
     async def execute(self, progress: Progress) -> None:
         workers: list[asyncio.Task[None]] = []
@@ -172,6 +179,7 @@ class _Run:
                 for _ in range(spec.max_concurrency)
             ]
         producer = asyncio.create_task(self._produce())
+        self._producer = producer
         flusher = asyncio.create_task(self._flush_loop(progress))
         loop = asyncio.get_running_loop()
         if self.options.handle_signals:
@@ -230,8 +238,12 @@ class _Run:
                 if self.options.only_ids is not None and row.id not in self.options.only_ids:
                     continue
                 for request in requests_for_row(row, self.job.variants):
-                    if done_key(request.row_id, request.hash) in self.done:
-                        self.skipped += 1
+                    key = done_key(request.row_id, request.hash)
+                    if key in self.previous.done_ok:
+                        self.previous_ok += 1
+                        continue
+                    if key in self.previous.done_error:
+                        self.previous_error += 1
                         continue
                     if self.stopping:
                         return
@@ -239,23 +251,43 @@ class _Run:
             remaining -= len(batch)
 
     async def _work(self, lane: Lane, queue: asyncio.Queue[Request | None]) -> None:
-        while True:
-            request = await queue.get()
-            if request is None or self.stopping:
-                return
-            price = self.settings.prices.get(request.variant)
-            worst = worst_cost(request, price)
-            if not self.budget.reserve(worst):
-                self._stop_for_budget()
-                return
-            record = await process(request, lane, self.settings, self.tally)
-            self.budget.settle(worst, record["cost_usd"])
-            self.sink.append(record)
-            self.tally.add(record)
-            if self.sink.pending_rows >= self.sink.flush_rows:
-                self._flush_wanted.set()
+        try:
+            while True:
+                request = await queue.get()
+                if request is None or self.stopping:
+                    return
+                price = self.settings.prices.get(request.variant)
+                worst = worst_cost(request, price)
+                if not self.budget.reserve(worst):
+                    self._stop_sending()
+                    return
+                try:
+                    record = await process(request, lane, self.settings, self.tally,
+                                           self._should_stop)
+                except Stopped:
+                    self.budget.settle(worst, 0.0)
+                    return
+                self.budget.settle(worst, _spent(record, worst))
+                self.sink.append(record)
+                self.tally.add(record)
+                if self.sink.pending_rows >= self.sink.flush_rows:
+                    self._flush_wanted.set()
+        except Exception:
+            # A failure outside the request error tree (disk full, a bug): stop everything and
+            # let it surface, rather than leave the producer waiting on a queue nobody reads.
+            self._stop_sending()
+            if self._producer is not None:
+                self._producer.cancel()
+            raise
 
-    def _stop_for_budget(self) -> None:
+    def _should_stop(self) -> bool:
+        return self.stopping
+
+    def settled_before(self) -> int:
+        """Requests of this job that earlier runs settled (so far as the input was read)."""
+        return self.previous_ok + self.previous_error
+
+    def _stop_sending(self) -> None:
         if self.stopping:
             return
         self.stopping = True
@@ -279,6 +311,14 @@ class _Run:
     def describe_waiting(self) -> str:
         """Per provider: achieved rates against current limits and what is waited on."""
         return "; ".join(f"{name}: {lane.limiter.describe()}" for name, lane in self.lanes.items())
+
+
+def _spent(record: dict[str, Any], worst: float) -> float:
+    """What a finished request cost, for the budget: 0 unless an answer was paid for."""
+    if record["cost_usd"] is not None:
+        return float(record["cost_usd"])
+    answered = record["status"] == "ok" or record["prompt_tokens"] is not None
+    return worst if answered else 0.0  # an answer without usage: assume the worst
 
 
 def _drain(queue: asyncio.Queue[Request | None]) -> None:

@@ -101,7 +101,9 @@ class Sink:
         self.flush_seconds = flush_seconds
         self._seq = 0
         self._journal: IO[bytes] | None = None
-        self._buffer: list[dict[str, Any]] = []
+        # The journal lines since the last checkpoint: the part is built from exactly what a
+        # crash recovery would read back, so both give the same column types.
+        self._buffer: list[bytes] = []
         self._last_flush = time.monotonic()
         self._flush_lock = asyncio.Lock()
 
@@ -118,8 +120,9 @@ class Sink:
     def append(self, record: dict[str, Any]) -> None:
         """Record one result; it survives a kill of this process from now on."""
         assert self._journal is not None
-        self._journal.write(orjson.dumps(record) + b"\n")
-        self._buffer.append(record)
+        line = orjson.dumps(record, default=str) + b"\n"  # str: Decimal and other exotic inputs
+        self._journal.write(line)
+        self._buffer.append(line)
 
     @property
     def pending_rows(self) -> int:
@@ -149,8 +152,9 @@ class Sink:
             journal.close()
             await asyncio.to_thread(self._checkpoint, seq, records)
 
-    def _checkpoint(self, seq: int, records: list[dict[str, Any]]) -> None:
+    def _checkpoint(self, seq: int, lines: list[bytes]) -> None:
         part = self.root / store.PARTS_DIR / store.segment_name(seq, ".parquet")
+        records = [orjson.loads(line) for line in lines]
         store.write_atomically(store.records_to_table(records), part)
         (self.root / store.JOURNAL_DIR / store.segment_name(seq, ".jsonl")).unlink(missing_ok=True)
 

@@ -117,8 +117,22 @@ def records_to_table(records: list[dict[str, Any]]) -> pa.Table:
             if key not in RESULT_COLUMNS:
                 extra[key] = None
     for key in extra:
-        columns[key] = pa.array([r.get(key) for r in records])
+        columns[key] = _extra_column([r.get(key) for r in records])
     return pa.table(columns)
+
+
+def _extra_column(values: list[Any]) -> pa.Array:
+    """A keep_columns / parse.fields column; values of mixed types become text."""
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        return pa.array([None if v is None else _as_text(v) for v in values], pa.string())
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return orjson.dumps(value, default=str).decode()
 
 
 def write_atomically(table: pa.Table, path: Path) -> None:
@@ -141,19 +155,52 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def read_all(root: Path) -> pa.Table | None:
-    """Every result on disk (parts, then journals not yet checkpointed), in arrival order."""
-    tables = [pq.read_table(p) for p in list_parts(root)]
-    done = {parse_seq(p) for p in list_parts(root)}
+def read_all(root: Path, columns: list[str] | None = None) -> pa.Table | None:
+    """Every result on disk (parts, then journals not yet checkpointed), in arrival order.
+
+    Safe while a run writes: journals are read before parts are listed, and a journal is only
+    deleted after its part exists, so a segment is always found in one form or the other.
+    """
+    from_journals: dict[int, pa.Table] = {}
     for journal in list_journals(root):
-        if parse_seq(journal) not in done:
+        try:
             records = read_journal(journal)
-            if records:
-                tables.append(records_to_table(records))
-    tables = [t for t in tables if t.num_rows]
-    if not tables:
+        except FileNotFoundError:
+            continue  # checkpointed meanwhile: its part is listed below
+        if records:
+            from_journals[parse_seq(journal)] = records_to_table(records)
+    tables: dict[int, pa.Table] = {}
+    for part in list_parts(root):
+        tables[parse_seq(part)] = pq.read_table(part, columns=columns)
+    for seq, table in from_journals.items():
+        if seq not in tables:
+            tables[seq] = table.select(columns) if columns else table
+    ordered = [tables[seq] for seq in sorted(tables) if tables[seq].num_rows]
+    if not ordered:
         return None
-    return pa.concat_tables(tables, promote_options="permissive")
+    return concat(ordered)
+
+
+def concat(tables: list[pa.Table]) -> pa.Table:
+    """Concatenate parts whose extra columns may disagree in type (then they become text)."""
+    try:
+        return pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        pass
+    types: dict[str, set[pa.DataType]] = {}
+    for table in tables:
+        for field in table.schema:
+            if not pa.types.is_null(field.type):
+                types.setdefault(field.name, set()).add(field.type)
+    mixed = {name for name, seen in types.items() if len(seen) > 1 and name not in RESULT_COLUMNS}
+    fixed = []
+    for table in tables:
+        for name in mixed & set(table.column_names):
+            index = table.column_names.index(name)
+            values = [None if v is None else _as_text(v) for v in table.column(name).to_pylist()]
+            table = table.set_column(index, name, pa.array(values, pa.string()))
+        fixed.append(table)
+    return pa.concat_tables(fixed, promote_options="permissive")
 
 
 def latest_per_key(table: pa.Table) -> pa.Table:

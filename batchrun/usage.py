@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from batchrun.answer import Usage
+
 if TYPE_CHECKING:
-    from batchrun.answer import Usage
     from batchrun.job import Price
 
 PER_MILLION = 1_000_000.0
@@ -42,3 +44,21 @@ def tokens_used(usage: Usage) -> int | None:
     if usage.prompt_tokens is None or usage.completion_tokens is None:
         return None
     return usage.prompt_tokens + usage.completion_tokens
+
+
+def sum_usage(usages: Sequence[Usage]) -> Usage:
+    """Usage of several answers to one request (each answer rejected by [parse] was paid for)."""
+    if len(usages) == 1:
+        return usages[0]
+
+    def total(name: str) -> int | None:
+        values = [getattr(u, name) for u in usages if getattr(u, name) is not None]
+        return sum(values) if values else None
+
+    return Usage(
+        prompt_tokens=total("prompt_tokens"),
+        completion_tokens=total("completion_tokens"),
+        reasoning_tokens=total("reasoning_tokens"),
+        cached_tokens=total("cached_tokens"),
+        total_tokens=total("total_tokens"),
+    )

@@ -6,6 +6,7 @@ Everything aiohttp, HTTP status codes and undecodable JSON can throw is turned i
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -121,6 +122,16 @@ class ProviderClient:
             raise ConnectionFailed(f"{self.spec.name}: answer cut short: {error}") from None
         except aiohttp.ClientError as error:
             raise ConnectionFailed(f"{self.spec.name}: {type(error).__name__}: {error}") from None
+        key = self._api_key
+        if key and (key in (answer.content or "") or key in (answer.reasoning or "")
+                    or (raw is not None and key in raw)):
+            # A provider (or a model) that echoes the key must not get it into the results.
+            answer = dataclasses.replace(
+                answer,
+                content=answer.content.replace(key, "***") if answer.content else None,
+                reasoning=answer.reasoning.replace(key, "***") if answer.reasoning else None,
+            )
+            raw = raw.replace(key, "***") if raw is not None else None
         return Reply(answer=answer, latency_s=time.monotonic() - started, raw=raw)
 
     async def _read_stream(self, response: aiohttp.ClientResponse) -> tuple[Answer, str | None]:
