@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize("command", [
-    ["ruff", "check", "batchrun", "tests", "bench"],
+    ["ruff", "check", "."],
     ["mypy"],
 ], ids=["ruff", "mypy"])
 def test_linters_pass(command: list[str]) -> None:

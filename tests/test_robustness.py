@@ -21,6 +21,7 @@ from batchrun import store
 from batchrun.mock import MockConfig, MockThread
 from batchrun.sink import Sink
 from tests.conftest import write_job, write_rows
+from tests.replay import ReplayServer
 
 
 @pytest.mark.timeout(60)
@@ -123,7 +124,7 @@ def test_requests_that_fail_unpaid_do_not_use_up_the_budget(
 def test_answers_rejected_by_parse_are_still_counted_in_tokens_and_cost(tmp_path: Path) -> None:
     answers = iter(["not json", "still not", '{"label": "ok"}'])
 
-    async def handler(request: web.Request) -> web.Response:
+    async def handler(request: web.Request, attempt: int) -> web.Response:
         return web.json_response({
             "id": "c1", "object": "chat.completion", "model": "m",
             "choices": [{"index": 0, "finish_reason": "stop",
@@ -131,9 +132,9 @@ def test_answers_rejected_by_parse_are_still_counted_in_tokens_and_cost(tmp_path
             "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
         })
 
-    with _server(handler) as base_url:
+    with ReplayServer({"label it": handler}) as server:
         write_rows(tmp_path / "rows.jsonl", [{"id": "a", "text": "label it"}])
-        job = write_job(tmp_path, base_url=base_url, parse={"json": True},
+        job = write_job(tmp_path, base_url=server.base_url, parse={"json": True},
                         retry={"max_attempts": 3},
                         variants=[{"name": "v", "model": "m",
                                    "price": {"input": 1.0, "output": 2.0}}])
@@ -194,7 +195,7 @@ def test_a_key_echoed_by_the_provider_is_redacted_everywhere(
     key = "sk-echo-ME-NOT-0123456789"
     monkeypatch.setenv("ECHO_KEY", key)
 
-    async def handler(request: web.Request) -> web.Response:
+    async def handler(request: web.Request, attempt: int) -> web.Response:
         auth = request.headers.get("Authorization", "")
         body = await request.json()
         if "fail" in body["messages"][-1]["content"]:
@@ -206,10 +207,10 @@ def test_a_key_echoed_by_the_provider_is_redacted_everywhere(
             "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
         })
 
-    with _server(handler) as base_url:
+    with ReplayServer({"hi": handler, "fail": handler}) as server:
         write_rows(tmp_path / "rows.jsonl",
                    [{"id": "a", "text": "hi"}, {"id": "b", "text": "fail"}])
-        job = write_job(tmp_path, base_url=base_url, provider={"api_key_env": "ECHO_KEY"},
+        job = write_job(tmp_path, base_url=server.base_url, provider={"api_key_env": "ECHO_KEY"},
                         output={"keep_raw": True}, retry={"max_attempts": 1})
         batchrun.run(job)
     for path in (tmp_path / "out").rglob("*"):
@@ -217,43 +218,3 @@ def test_a_key_echoed_by_the_provider_is_redacted_everywhere(
             assert key.encode() not in path.read_bytes(), path
     frame = batchrun.read(tmp_path / "out").set_index("id")
     assert "***" in frame.loc["a", "content"] and "***" in frame.loc["b", "error_message"]
-
-
-class _server:
-    """A one-route aiohttp server on loopback, in a thread."""
-
-    def __init__(self, handler: object) -> None:
-        self.handler = handler
-        self.ready = threading.Event()
-
-    def __enter__(self) -> str:
-        import asyncio
-
-        self.loop = asyncio.new_event_loop()
-
-        async def start() -> str:
-            app = web.Application()
-            app.router.add_post("/v1/chat/completions", self.handler)  # type: ignore[arg-type]
-            self.runner = web.AppRunner(app)
-            await self.runner.setup()
-            site = web.TCPSite(self.runner, "127.0.0.1", 0)
-            await site.start()
-            port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-            return f"http://127.0.0.1:{port}/v1"
-
-        def main() -> None:
-            self.url = self.loop.run_until_complete(start())
-            self.ready.set()
-            self.loop.run_forever()
-            self.loop.run_until_complete(self.runner.cleanup())
-            self.loop.close()
-
-        self.thread = threading.Thread(target=main, daemon=True)
-        self.thread.start()
-        self.ready.wait(10)
-        return self.url
-
-    def __exit__(self, *exc: object) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-
