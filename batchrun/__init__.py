@@ -10,7 +10,8 @@ from typing import Any
 from batchrun import errors
 from batchrun.job import Job
 from batchrun.results import read
-from batchrun.runner import RunOptions, RunSummary
+from batchrun.runner import RunOptions
+from batchrun.summary import RunSummary
 
 __all__ = ["Job", "RunSummary", "arun", "errors", "read", "run"]
 __version__ = "0.1.0"

@@ -18,14 +18,12 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
+from batchrun.adaptive_rate import CUT_FACTOR, MIN_RATE, SAFETY_MARGIN, AdaptiveRate
 from batchrun.pacing import Clock, Pacer, Slots
 from batchrun.rate_headers import Quota, parse_rate_headers
 
 Sleep = Callable[[float], Awaitable[None]]
 
-MIN_RATE = 0.1  # per second: a cut never pauses a provider for longer than ten seconds
-SAFETY_MARGIN = 0.02  # pace this fraction under a known limit: jitter at a window's edge
-CUT_FACTOR = 0.8  # a 429 cuts the rate (and concurrency) to this fraction
 PROBE_EVERY_S = 1.0  # without a 429 for this long, step the rate back up
 PROBE_STEP = 0.04  # ... by this fraction of the rate at the last cut (a 5 s climb back)
 MIN_ANSWERS_TO_MEASURE = 10  # answers in the last 10 s needed to take them as a rate
@@ -40,59 +38,6 @@ class Ticket:
     tokens: float
     input_tokens: float
     output_tokens: float
-
-
-class _Rate:
-    """One paced resource: a ceiling from the job, a limit learned from headers, an AIMD rate."""
-
-    def __init__(self, ceiling_per_min: float | None, clock: Clock, burst_s: float) -> None:
-        self.ceiling = ceiling_per_min / 60.0 if ceiling_per_min else None
-        self.learned: float | None = None
-        self.aimd: float | None = None  # set by a 429, grows back until it reaches the limit
-        self.pacer: Pacer | None = None
-        self._clock = clock
-        self._burst_s = burst_s
-        self._apply()
-
-    @property
-    def limit(self) -> float | None:
-        """Per second: the tighter of the ceiling and what the provider stated."""
-        known = [r for r in (self.ceiling, self.learned) if r]
-        return min(known) if known else None
-
-    def learn(self, per_minute: float) -> None:
-        if per_minute > 0 and per_minute / 60.0 != self.learned:
-            self.learned = per_minute / 60.0
-            self._apply()
-
-    def cut(self, observed: float) -> None:
-        current = self.pacer.rate if self.pacer is not None else observed
-        self.aimd = max(current * CUT_FACTOR, MIN_RATE)
-        self._apply()
-
-    def probe(self, step: float) -> None:
-        if self.aimd is None:
-            return
-        self.aimd += step
-        limit = self.limit
-        if limit is not None and self.aimd >= limit * (1 - SAFETY_MARGIN):
-            self.aimd = None
-        self._apply()
-
-    def _apply(self) -> None:
-        limit = self.limit
-        rates = [r * (1 - SAFETY_MARGIN) for r in (limit,) if r] + [
-            r for r in (self.aimd,) if r
-        ]
-        if not rates:
-            self.pacer = None
-            return
-        rate = min(rates)
-        if self.pacer is None:
-            burst = max(1.0, rate * self._burst_s)
-            self.pacer = Pacer(rate, burst=burst, clock=self._clock)
-        elif rate != self.pacer.rate:
-            self.pacer.set_rate(rate)
 
 
 class ProviderLimiter:
@@ -112,10 +57,10 @@ class ProviderLimiter:
     ) -> None:
         self._clock = clock
         self._sleep = sleep
-        self.requests = _Rate(requests_per_minute, clock, burst_s=0.0)
-        self.tokens = _Rate(tokens_per_minute, clock, burst_s=TOKEN_BURST_S)
-        self.input_tokens = _Rate(input_tokens_per_minute, clock, burst_s=TOKEN_BURST_S)
-        self.output_tokens = _Rate(output_tokens_per_minute, clock, burst_s=TOKEN_BURST_S)
+        self.requests = AdaptiveRate(requests_per_minute, clock, burst_s=0.0)
+        self.tokens = AdaptiveRate(tokens_per_minute, clock, burst_s=TOKEN_BURST_S)
+        self.input_tokens = AdaptiveRate(input_tokens_per_minute, clock, burst_s=TOKEN_BURST_S)
+        self.output_tokens = AdaptiveRate(output_tokens_per_minute, clock, burst_s=TOKEN_BURST_S)
         self.slots = Slots(max_concurrency)
         self.max_concurrency = max_concurrency
         self._cooldown_until = 0.0
@@ -199,7 +144,7 @@ class ProviderLimiter:
                             (self.output_tokens, info.output_tokens)):
             self._learn(rate, quota)
 
-    def _learn(self, rate: _Rate, quota: Quota) -> None:
+    def _learn(self, rate: AdaptiveRate, quota: Quota) -> None:
         if quota.limit is not None:
             rate.learn(quota.limit)
         if quota.remaining == 0 and quota.reset_s:
@@ -299,7 +244,7 @@ class ProviderLimiter:
         for pacer, amount in wants:
             pacer.take(amount)
 
-    async def _pace(self, what: str, rate: _Rate, amount: float) -> None:
+    async def _pace(self, what: str, rate: AdaptiveRate, amount: float) -> None:
         if rate.pacer is None or amount <= 0:
             return
         delay = rate.pacer.reserve(amount)
@@ -309,6 +254,9 @@ class ProviderLimiter:
                 await self._sleep(delay)
             finally:
                 self.waiting[what] -= 1
+
+
+__all__ = ["CUT_FACTOR", "SAFETY_MARGIN", "ProviderLimiter", "Ticket"]
 
 
 def _per_min(pacer: Pacer | None) -> float | None:

@@ -7,7 +7,6 @@ flight and buffered for the next checkpoint, never by the size of the input.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import signal
 import time
 from contextlib import suppress
@@ -28,6 +27,7 @@ from batchrun.resume import Previous, done_key, previous_results
 from batchrun.retry import retry_policy
 from batchrun.sink import OutputLock, Sink, prepare_output
 from batchrun.structured import AnswerChecker
+from batchrun.summary import RunSummary
 from batchrun.worker import Lane, Settings, Stopped, process, worst_cost
 
 # After the first Ctrl-C, requests in flight get this long to finish before they are dropped.
@@ -45,32 +45,6 @@ class RunOptions:
     handle_signals: bool = False
     # Only these input ids (estimate --sample); None: every row.
     only_ids: frozenset[str] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class RunSummary:
-    """What a run did; `exit_code` follows the CLI's contract."""
-
-    name: str
-    output: Path
-    total: int
-    ok: int
-    error: int
-    skipped: int
-    pending: int
-    tokens: dict[str, int]
-    cost_usd: float | None
-    elapsed_s: float
-    stopped: str | None  # "budget" | "interrupted" | None
-
-    @property
-    def exit_code(self) -> int:
-        """0 all ok, 1 some errors, 3 stopped by the budget, 130 interrupted."""
-        if self.stopped == "interrupted":
-            return 130
-        if self.stopped == "budget":
-            return 3
-        return 1 if self.error else 0
 
 
 async def arun(job: Job, options: RunOptions | None = None) -> RunSummary:
@@ -324,11 +298,3 @@ def _spent(record: dict[str, Any], worst: float) -> float:
 def _drain(queue: asyncio.Queue[Request | None]) -> None:
     while not queue.empty():
         queue.get_nowait()
-
-
-def summary_dict(summary: RunSummary) -> dict[str, Any]:
-    """The summary as plain JSON-able values."""
-    data = dataclasses.asdict(summary)
-    data["output"] = str(summary.output)
-    data["exit_code"] = summary.exit_code
-    return data

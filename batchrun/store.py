@@ -12,6 +12,8 @@ torn last line (a write cut by a crash) skipped. Parts sort in the order results
 
 from __future__ import annotations
 
+import itertools
+import operator
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -106,19 +108,24 @@ def records_to_table(records: list[dict[str, Any]]) -> pa.Table:
     """Journal records -> an Arrow table with the result schema first, extra columns after."""
     columns: dict[str, pa.Array] = {}
     for field in RESULT_SCHEMA:
-        values = [r.get(field.name) for r in records]
+        values = _column(records, field.name)
         if field.name == "finished_at":
             columns[field.name] = pa.array(values, pa.int64()).cast(field.type)
         else:
             columns[field.name] = pa.array(values, field.type)
-    extra: dict[str, None] = {}
-    for record in records:
-        for key in record:
-            if key not in RESULT_COLUMNS:
-                extra[key] = None
-    for key in extra:
-        columns[key] = _extra_column([r.get(key) for r in records])
+    # Every key of every record, in first-seen order, iterated in C: this runs per checkpoint.
+    keys = dict.fromkeys(itertools.chain.from_iterable(records))
+    for key in keys:
+        if key not in RESULT_COLUMNS:
+            columns[key] = _extra_column(_column(records, key))
     return pa.table(columns)
+
+
+def _column(records: list[dict[str, Any]], name: str) -> list[Any]:
+    try:
+        return list(map(operator.itemgetter(name), records))  # the common case, in C
+    except KeyError:
+        return [r.get(name) for r in records]
 
 
 def _extra_column(values: list[Any]) -> pa.Array:
