@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Mapping
@@ -23,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+
+from batchrun.mock.loop_thread import LoopThread
 
 CASES_DIR = Path(__file__).parent / "conformance" / "cases"
 ROUTES = ("/chat/completions", "/messages")
@@ -115,9 +116,8 @@ class ReplayServer:
         self.requests: Counter[str] = Counter()
         self.received: defaultdict[str, list[Received]] = defaultdict(list)
         self.base_url = ""
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
-        self._thread: threading.Thread | None = None
+        self._serving = LoopThread(self._start, self._stop, name="replay")
 
     def add(self, name: str, case: Case | Handler) -> None:
         """Answer requests whose last user message is `name` with `case`."""
@@ -163,36 +163,8 @@ class ReplayServer:
         await asyncio.gather(*pending, return_exceptions=True)
 
     def __enter__(self) -> ReplayServer:
-        ready = threading.Event()
-        failed: list[BaseException] = []
-
-        def main() -> None:
-            loop = asyncio.new_event_loop()
-            try:
-                loop.run_until_complete(self._start())
-            except BaseException as exc:  # re-raised in the caller's thread
-                failed.append(exc)
-                loop.close()
-                ready.set()
-                return
-            self._loop = loop
-            ready.set()
-            try:
-                loop.run_forever()
-            finally:
-                loop.run_until_complete(self._stop())
-                loop.close()
-
-        self._thread = threading.Thread(target=main, name="replay", daemon=True)
-        self._thread.start()
-        ready.wait()
-        if failed:
-            raise failed[0]
+        self._serving.__enter__()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        if self._loop is not None and self._thread is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join()
-        self._loop = self._thread = None
-
+        self._serving.__exit__(*exc_info)

@@ -29,13 +29,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import threading
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from batchrun.mock.answer import MockAnswer, last_user_text, make_answer, request_key
 from batchrun.mock.answer import wants_reasoning as _wants_reasoning
 from batchrun.mock.config import MockConfig, MockStats
+from batchrun.mock.loop_thread import LoopThread
 from batchrun.mock.server import KEEP, KeepLimit, MockProvider
 
 __all__ = [
@@ -71,8 +71,7 @@ class MockThread:
 
     def __init__(self, config: MockConfig | None = None) -> None:
         self.provider = MockProvider(config)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._runner = LoopThread(self.provider.start, self.provider.stop, name="batchrun-mock")
 
     @property
     def base_url(self) -> str:
@@ -85,48 +84,14 @@ class MockThread:
         return self.provider.stats
 
     def __enter__(self) -> MockThread:
-        ready = threading.Event()
-        failed: list[BaseException] = []
-
-        def main() -> None:
-            loop = asyncio.new_event_loop()
-            try:
-                loop.run_until_complete(self.provider.start())
-            except BaseException as exc:  # re-raised in the caller's thread
-                failed.append(exc)
-                loop.close()
-                ready.set()
-                return
-            self._loop = loop
-            ready.set()
-            try:
-                loop.run_forever()
-            finally:
-                loop.run_until_complete(self.provider.stop())
-                loop.close()
-
-        self._thread = threading.Thread(target=main, name="batchrun-mock", daemon=True)
-        self._thread.start()
-        ready.wait()
-        if failed:
-            raise failed[0]
+        self._runner.__enter__()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        loop, thread = self._loop, self._thread
-        self._loop = self._thread = None
-        if loop is not None and thread is not None:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join()
+        self._runner.__exit__(*exc_info)
 
     def _call(self, fn: Callable[[], _T]) -> _T:
-        if self._loop is None:
-            raise RuntimeError("the mock thread is not running")
-
-        async def call() -> _T:
-            return fn()
-
-        return asyncio.run_coroutine_threadsafe(call(), self._loop).result(timeout=10)
+        return self._runner.call(fn)
 
     def stats_snapshot(self) -> dict[str, Any]:
         """A consistent copy of the counters, taken on the server's own thread."""
