@@ -82,14 +82,12 @@ class ProviderLimiter:
         ticket = Ticket(float(prompt_tokens + max_tokens), float(prompt_tokens), float(max_tokens))
         await self._pace("rate", self.requests, 1.0)
         await self._pace_tokens(ticket)
-        if self.slots.used >= self.slots.limit:
+        if not self.slots.try_acquire():
             self.waiting["concurrency"] += 1
             try:
                 await self.slots.acquire()
             finally:
                 self.waiting["concurrency"] -= 1
-        else:
-            self.slots.used += 1
         await self._wait_cooldown()  # a 429 seen while we waited pauses us too
         return ticket
 

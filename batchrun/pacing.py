@@ -79,15 +79,16 @@ class Slots:
         self.used = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
 
-    @property
-    def waiting(self) -> int:
-        """Callers queued for a slot."""
-        return len(self._waiters)
+    def try_acquire(self) -> bool:
+        """Take a slot if one is free now (and nobody queues before us)."""
+        if self.used < self.limit and not self._waiters:
+            self.used += 1
+            return True
+        return False
 
     async def acquire(self) -> None:
         """Take a slot, waiting while all are in use."""
-        if self.used < self.limit and not self._waiters:
-            self.used += 1
+        if self.try_acquire():
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(future)

@@ -61,10 +61,12 @@ def requests_for_row(
     row: InputRow, variants: Sequence[VariantSpec]
 ) -> Iterator[Request]:
     """Every (variant, sample) request for one input row."""
+    # Every variant and sample sends the row's messages: estimate their tokens once.
+    messages = row.messages if row.body is None else row.body.get("messages")
+    prompt_tokens_est = estimate_messages_tokens(messages or ())
     for variant in variants:
         for sample in range(variant.samples):
             body = build_body(row, variant, sample)
-            messages = body.get("messages") or ()
             max_tokens = body.get("max_tokens", body.get("max_completion_tokens"))
             yield Request(
                 row_id=row.id,
@@ -74,7 +76,7 @@ def requests_for_row(
                 sample=sample,
                 body=body,
                 hash=request_hash(variant.provider, variant.name, sample, body),
-                prompt_tokens_est=estimate_messages_tokens(messages),
+                prompt_tokens_est=prompt_tokens_est,
                 max_tokens=max_tokens if isinstance(max_tokens, int) else None,
                 keep=row.keep,
             )

@@ -181,12 +181,8 @@ class _Run:
                 task.cancel()
             return
         self.interrupted = True
-        self.stopping = True
         producer.cancel()
-        for queue in self.queues.values():
-            _drain(queue)
-            for _ in range(queue.maxsize):
-                queue.put_nowait(None)
+        self._stop_sending()
         asyncio.get_running_loop().call_later(
             GRACE_SECONDS, lambda: [t.cancel() for t in workers]
         )

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,11 +30,3 @@ class RunSummary:
         if self.stopped == "budget":
             return 3
         return 1 if self.error else 0
-
-
-def summary_dict(summary: RunSummary) -> dict[str, Any]:
-    """The summary as plain JSON-able values."""
-    data = dataclasses.asdict(summary)
-    data["output"] = str(summary.output)
-    data["exit_code"] = summary.exit_code
-    return data

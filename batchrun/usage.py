@@ -37,15 +37,6 @@ def worst_case_cost(prompt_tokens: int, max_tokens: int, price: Price | None) ->
     return (prompt_tokens * price.input + max_tokens * price.output) / PER_MILLION
 
 
-def tokens_used(usage: Usage) -> int | None:
-    """Tokens a provider counts against tokens/min for one answer."""
-    if usage.total_tokens is not None:
-        return usage.total_tokens
-    if usage.prompt_tokens is None or usage.completion_tokens is None:
-        return None
-    return usage.prompt_tokens + usage.completion_tokens
-
-
 def sum_usage(usages: Sequence[Usage]) -> Usage:
     """Usage of several answers to one request (each answer rejected by [parse] was paid for)."""
     if len(usages) == 1:
