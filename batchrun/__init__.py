@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from batchrun import errors
 from batchrun.job import Job
-from batchrun.results import read
-from batchrun.runner import RunOptions
-from batchrun.summary import RunSummary
+from batchrun.run import RunOptions, RunSummary
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["Job", "RunSummary", "arun", "errors", "read", "run"]
 __version__ = "0.1.0"
@@ -31,7 +32,7 @@ def _load(job_or_path: Job | str | Path, overrides: dict[str, Any]) -> tuple[Job
 
 async def arun(job_or_path: Job | str | Path, **overrides: Any) -> RunSummary:
     """Run (or resume) a job; overrides: input, output, limit, fresh, retry_errors, progress."""
-    from batchrun.runner import arun as _arun
+    from batchrun.run import arun as _arun
 
     job, options = _load(job_or_path, overrides)
     return await _arun(job, options)
@@ -46,3 +47,10 @@ def run(job_or_path: Job | str | Path, **overrides: Any) -> RunSummary:
     # Called from inside an event loop (a notebook cell): run on a loop of its own.
     with ThreadPoolExecutor(max_workers=1) as pool:
         return pool.submit(asyncio.run, arun(job_or_path, **overrides)).result()
+
+
+def read(root: str | Path) -> pd.DataFrame:
+    """The results of a run (also while it runs) as a pandas DataFrame, one row per result."""
+    from batchrun.results import read as _read
+
+    return _read(root)

@@ -107,7 +107,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "run":
         return _run(args)
     if args.command == "validate":
-        from batchrun.validate import validate
+        from batchrun.run.preflight import validate
 
         print(validate(args.job))
         return EXIT_OK
@@ -116,7 +116,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return estimate_command(args.job, sample=args.sample)
     if args.command == "report":
-        from batchrun.report import build_report, format_report
+        from batchrun.results import build_report, format_report
 
         report = build_report(args.dir)
         if args.json:
@@ -140,7 +140,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from batchrun.job import Job
-    from batchrun.runner import RunOptions, arun
+    from batchrun.run import RunOptions, arun
 
     job = Job.from_toml(args.job).with_overrides(
         input_path=str(Path(args.input).resolve()) if args.input else None,

@@ -5,6 +5,7 @@
     │   ├── JobError                the job file (names the file and the key)
     │   ├── InputError              the input data (names the file and line, or the id)
     │   └── OutputDirError          the output directory (locked, or not batchrun's)
+    ├── StorageError                the output directory cannot be written (disk full): exit 4
     └── RequestError                one request failed; `error_type` in the output is the class name
         ├── RetryableError          worth another attempt
         │   ├── RateLimited         429
@@ -29,6 +30,9 @@ class alone (`isinstance(err, RetryableError)`), never by matching message text.
 
 from __future__ import annotations
 
+import errno
+from pathlib import Path
+
 
 class BatchrunError(Exception):
     """Base class of every error batchrun raises on purpose."""
@@ -48,6 +52,26 @@ class InputError(UsageError):
 
 class OutputDirError(UsageError):
     """The output directory cannot be used (locked by a live run, or not made by batchrun)."""
+
+
+class StorageError(BatchrunError):
+    """The output directory could not be written (disk full, a file-size limit, I/O error).
+
+    What was journaled before is safe; the CLI exits with code 4 and says what to do.
+    """
+
+    @classmethod
+    def from_os_error(cls, root: Path, error: OSError) -> StorageError:
+        """The error for an OSError met while writing results under `root`."""
+        if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            what = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
+                    errno.EFBIG: "a file-size limit was reached"}[error.errno]
+        else:
+            what = f"writing failed ({error.strerror or error})"
+        return cls(
+            f"{root}: {what}; the results written so far are safe. Free some space (or choose "
+            "another --output), then run the same command again to go on"
+        )
 
 
 class RequestError(BatchrunError):

@@ -6,9 +6,10 @@ import asyncio
 
 import pytest
 
-from batchrun.limits import CUT_FACTOR, SAFETY_MARGIN, ProviderLimiter
-from batchrun.pacing import Pacer, Slots
-from batchrun.rate_headers import parse_duration, parse_rate_headers
+from batchrun.limits import ProviderLimiter
+from batchrun.limits.headers import parse_duration, parse_rate_headers
+from batchrun.limits.pacing import Pacer, Slots
+from batchrun.limits.rate import CUT_FACTOR, SAFETY_MARGIN
 
 
 class FakeClock:

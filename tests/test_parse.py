@@ -12,7 +12,6 @@ from typing import Any
 import orjson
 import pytest
 
-from batchrun.answer import Answer, Usage
 from batchrun.errors import (
     AuthenticationFailed,
     BadRequest,
@@ -29,17 +28,19 @@ from batchrun.errors import (
     TerminalError,
 )
 from batchrun.parse import (
+    Answer,
     AnthropicStream,
     OpenAIStream,
+    SSEDecoder,
+    SSEEvent,
+    Usage,
     anthropic_usage,
     error_from_body,
     openai_usage,
     parse_anthropic,
     parse_openai,
-    parse_openai_choices,
     split_think,
 )
-from batchrun.providers.sse import SSEDecoder, SSEEvent
 
 CASES_DIR = Path(__file__).parent / "conformance" / "cases"
 CASE_FILES = sorted(CASES_DIR.glob("*.json"))
@@ -612,7 +613,7 @@ def test_tool_arguments_given_as_an_object_become_json_text() -> None:
     ]
 
 
-def test_n_choices_are_kept_apart_with_usage_on_the_first_only() -> None:
+def test_only_the_first_choice_is_read_with_the_whole_usage() -> None:
     body = {
         "id": "r",
         "choices": [
@@ -621,9 +622,8 @@ def test_n_choices_are_kept_apart_with_usage_on_the_first_only() -> None:
         ],
         "usage": {"prompt_tokens": 5, "completion_tokens": 6},
     }
-    first, second = parse_openai_choices(body)
-    assert (first.content, second.content, second.finish_reason) == ("A", "B", "length")
-    assert (first.usage.total_tokens, second.usage) == (11, Usage())
+    answer = parse_openai(body)
+    assert (answer.content, answer.finish_reason, answer.usage.total_tokens) == ("A", "stop", 11)
     events = [
         SSEEvent(None, '{"id":"r","choices":[{"index":1,"delta":{"content":"B"}}]}'),
         SSEEvent(None, '{"id":"r","choices":[{"index":0,"delta":{"content":"A"}}]}'),
@@ -632,5 +632,4 @@ def test_n_choices_are_kept_apart_with_usage_on_the_first_only() -> None:
     stream = OpenAIStream()
     for event in events:
         stream.feed(event)
-    assert [a.content for a in stream.finish_all()] == ["A", "B"]
     assert stream.finish().content == "A"

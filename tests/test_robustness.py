@@ -19,7 +19,8 @@ from aiohttp import web
 import batchrun
 from batchrun import store
 from batchrun.mock import MockConfig, MockThread
-from batchrun.sink import Sink
+from batchrun.run.record import ResultRecord
+from batchrun.run.sink import Sink
 from tests.conftest import write_job, write_rows
 from tests.replay import ReplayServer
 
@@ -33,11 +34,11 @@ def test_an_unexpected_worker_failure_ends_the_run_instead_of_hanging(
     original = Sink.append
     calls = {"n": 0}
 
-    def failing_append(self: Sink, record: dict[str, object]) -> None:
+    async def failing_append(self: Sink, record: ResultRecord) -> None:
         calls["n"] += 1
         if calls["n"] > 5:
             raise OSError(28, "No space left on device")
-        original(self, record)
+        await original(self, record)
 
     monkeypatch.setattr(Sink, "append", failing_append)
     with pytest.raises(OSError, match="No space left"):

@@ -10,23 +10,32 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pyarrow.parquet as pq
 import pytest
 
 from batchrun import store
 from batchrun.errors import OutputDirError
 from batchrun.results import read
-from batchrun.sink import OutputLock, Sink, prepare_output, recover
+from batchrun.run.record import ResultRecord
+from batchrun.run.sink import Sink
+from batchrun.store import OutputLock, prepare_output, recover
 
 
-def record(i: int, status: str = "ok", **extra: Any) -> dict[str, Any]:
-    base: dict[str, Any] = dict.fromkeys(store.RESULT_SCHEMA.names)
-    base.update(id=f"r{i}", variant="v", provider="p", model="m", sample=0,
-                request_hash=f"{i:064x}", status=status, content=f"answer {i}",
-                attempts=1, finished_at=1_700_000_000_000_000 + i)
-    base.update(extra)
-    return base
+def record(i: int, status: str = "ok", **extra: Any) -> ResultRecord:
+    columns = {k: v for k, v in extra.items() if k in store.RESULT_COLUMNS}
+    kept = {k: v for k, v in extra.items() if k not in store.RESULT_COLUMNS}
+    columns.setdefault("content", f"answer {i}")
+    return ResultRecord(f"r{i}", "v", "p", "m", 0, f"{i:064x}", status, 1,
+                        1_700_000_000_000_000 + i, extra=kept, **columns)
+
+
+def append(sink: Sink, *records: ResultRecord) -> None:
+    """Hand records to the sink the way workers do, on an event loop."""
+    async def go() -> None:
+        for one in records:
+            await sink.append(one)
+
+    asyncio.run(go())
 
 
 @pytest.fixture(autouse=True)
@@ -58,7 +67,7 @@ def test_results_are_readable_from_the_journal_before_any_checkpoint(tmp_path: P
     sink = Sink(root, flush_rows=1000, flush_seconds=3600)
     sink.open()
     for i in range(5):
-        sink.append(record(i))
+        append(sink, record(i))
     frame = read(root)
     assert sorted(frame["id"]) == [f"r{i}" for i in range(5)]
     assert store.list_parts(root) == []
@@ -69,7 +78,7 @@ def test_checkpoint_turns_the_journal_into_a_parquet_part_and_removes_it(tmp_pat
     sink = Sink(root, flush_rows=3, flush_seconds=3600)
     sink.open()
     for i in range(3):
-        sink.append(record(i, gold="x"))
+        append(sink, record(i, gold="x"))
     assert sink.due()
     asyncio.run(sink.flush())
     parts = store.list_parts(root)
@@ -86,7 +95,7 @@ def test_torn_last_journal_line_is_skipped_on_recovery(tmp_path: Path) -> None:
     journal = root / store.JOURNAL_DIR / "000001.jsonl"
     with journal.open("wb") as handle:
         for i in range(2):
-            handle.write(orjson.dumps(record(i)) + b"\n")
+            handle.write(record(i).to_line())
         handle.write(b'{"id": "r2", "variant": "v", "sta')  # a write cut by SIGKILL
     next_seq = recover(root)
     assert next_seq == 2
@@ -97,7 +106,7 @@ def test_torn_last_journal_line_is_skipped_on_recovery(tmp_path: Path) -> None:
 def test_a_part_whose_journal_survived_is_not_counted_twice(tmp_path: Path) -> None:
     root = make_output(tmp_path)
     journal = root / store.JOURNAL_DIR / "000001.jsonl"
-    journal.write_bytes(orjson.dumps(record(0)) + b"\n")
+    journal.write_bytes(record(0).to_line())
     part = root / store.PARTS_DIR / "000001.parquet"
     store.write_atomically(store.records_to_table(store.read_journal(journal)), part)
     # Crash between the part's rename and the journal's removal: both exist.
@@ -118,9 +127,9 @@ def test_read_keeps_the_latest_result_per_id_variant_sample(tmp_path: Path) -> N
     root = make_output(tmp_path)
     sink = Sink(root, flush_rows=1, flush_seconds=3600)
     sink.open()
-    sink.append(record(0, status="error", content=None, error_type="ServerError"))
+    append(sink, record(0, status="error", content=None, error_type="ServerError"))
     asyncio.run(sink.flush())
-    sink.append(record(0, content="second try"))
+    append(sink, record(0, content="second try"))
     frame = read(root)
     assert len(frame) == 1
     assert frame.loc[0, "status"] == "ok"
@@ -131,7 +140,7 @@ def test_second_live_lock_on_the_same_directory_is_refused(tmp_path: Path) -> No
     root = make_output(tmp_path)
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys, time; from pathlib import Path; from batchrun.sink import OutputLock;"
+         "import sys, time; from pathlib import Path; from batchrun.store import OutputLock;"
          "lock = OutputLock(Path(sys.argv[1])); lock.acquire();"
          "print('locked', flush=True); time.sleep(60)",
          str(root)],
@@ -163,7 +172,7 @@ def test_fresh_clears_batchrun_results(tmp_path: Path) -> None:
     root = make_output(tmp_path)
     sink = Sink(root, flush_rows=1, flush_seconds=3600)
     sink.open()
-    sink.append(record(0))
+    append(sink, record(0))
     asyncio.run(sink.flush())
     prepare_output(root, fresh=True)
     assert store.list_parts(root) == []
@@ -174,7 +183,7 @@ def test_journal_writes_reach_the_kernel_without_a_flush(tmp_path: Path) -> None
     root = make_output(tmp_path)
     sink = Sink(root, flush_rows=1000, flush_seconds=3600)
     sink.open()
-    sink.append(record(7))
+    append(sink, record(7))
     journal = store.list_journals(root)[0]
     # Another reader sees the line at once: nothing waits in a user-space buffer.
     assert os.path.getsize(journal) > 0

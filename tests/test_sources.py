@@ -12,12 +12,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchrun.errors import InputError, JobError
+from batchrun.results.export import read_input_frame as read_frame
 from batchrun.sources import (
     InputRow,
     input_columns,
     iter_rows,
     list_files,
-    read_frame,
     scan,
 )
 

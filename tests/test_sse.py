@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from batchrun.providers.sse import SSEDecoder, SSEEvent
+from batchrun.parse import SSEDecoder, SSEEvent
 
 
 def decode(*chunks: bytes) -> list[SSEEvent]:

@@ -16,8 +16,7 @@ from aiohttp import web
 
 import batchrun
 from batchrun.mock import MockThread, expected_content, request_key
-from batchrun.report import build_report
-from batchrun.results import export
+from batchrun.results import build_report, export
 from tests.conftest import write_job, write_rows
 
 SCHEMA = {"type": "object", "required": ["label", "confidence"],

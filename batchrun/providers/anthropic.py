@@ -4,19 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from batchrun.answer import Answer
-from batchrun.parse import AnthropicStream, parse_anthropic
+from batchrun.parse import Answer, AnthropicStream, parse_anthropic
+from batchrun.parse.common import text_of
 from batchrun.providers.base import StreamParser, WireFormat
 
 ANTHROPIC_VERSION = "2023-06-01"
-
-
-def _text_of(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
-    return str(content)
 
 
 class AnthropicFormat(WireFormat):
@@ -33,7 +25,7 @@ class AnthropicFormat(WireFormat):
 
     def wire_body(self, body: dict[str, Any]) -> dict[str, Any]:
         messages = body.get("messages") or []
-        system = [_text_of(m.get("content")) for m in messages if m.get("role") == "system"]
+        system = [text_of(m.get("content")) or "" for m in messages if m.get("role") == "system"]
         if not system:
             return body
         # Anthropic takes the system prompt as a top-level field, not as a message.

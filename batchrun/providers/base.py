@@ -5,8 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Protocol
 
-from batchrun.answer import Answer
-from batchrun.providers.sse import SSEEvent
+from batchrun.parse import Answer, SSEEvent
 
 
 class StreamParser(Protocol):

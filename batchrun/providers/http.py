@@ -11,12 +11,11 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 import orjson
 
-from batchrun.answer import Answer
 from batchrun.errors import (
     AuthenticationFailed,
     BadRequest,
@@ -30,15 +29,32 @@ from batchrun.errors import (
     TerminalError,
     Timeout,
 )
-from batchrun.parse import error_from_body
-from batchrun.providers.sse import SSEDecoder
+from batchrun.parse import Answer, SSEDecoder, error_from_body
 
 if TYPE_CHECKING:
-    from batchrun.job import ProviderSpec
     from batchrun.providers.base import WireFormat
 
 HeaderObserver = Callable[[Mapping[str, str], int], None]
 MAX_ERROR_BODY = 64 * 1024
+
+
+class Endpoint(Protocol):
+    """What the transport needs to know of a provider (a job's `ProviderSpec` is one)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def base_url(self) -> str: ...
+    @property
+    def api_key_env(self) -> str | None: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+    @property
+    def max_concurrency(self) -> int: ...
+    @property
+    def timeout_seconds(self) -> float: ...
+    @property
+    def idle_timeout_seconds(self) -> float: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +71,7 @@ class ProviderClient:
 
     def __init__(
         self,
-        spec: ProviderSpec,
+        spec: Endpoint,
         wire_format: WireFormat,
         *,
         api_key: str | None,

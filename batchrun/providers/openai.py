@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from batchrun.answer import Answer
-from batchrun.parse import OpenAIStream, parse_openai
+from batchrun.parse import Answer, OpenAIStream, parse_openai
 from batchrun.providers.base import StreamParser, WireFormat
 
 

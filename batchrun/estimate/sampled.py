@@ -1,0 +1,64 @@
+"""`batchrun estimate --sample N`: N rows run for real into the job's output, then extrapolated.
+
+The rows are chosen by seeded reservoir sampling over the streamed rows (the same rows for every
+variant); their answers stay in the output, so a later run skips them and nothing is paid twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from batchrun.errors import UsageError
+from batchrun.estimate.extrapolate import SampledVariant, extrapolate
+from batchrun.estimate.model import SampledEstimate
+from batchrun.estimate.offline import SAMPLE_SEED, as_job, latest_results, scan_input
+from batchrun.job import Job
+from batchrun.run import RunOptions, arun
+from batchrun.sources import requests_for_row
+
+
+def estimate_sampled(job: Job | str | Path, n: int, *, seed: int = SAMPLE_SEED) -> SampledEstimate:
+    """Run `n` random rows per variant for real and extrapolate; the blocking form."""
+    return asyncio.run(aestimate_sampled(job, n, seed=seed))
+
+
+async def aestimate_sampled(
+    job: Job | str | Path, n: int, *, seed: int = SAMPLE_SEED, handle_signals: bool = False
+) -> SampledEstimate:
+    """Run `n` random rows per variant into the job's output, then extrapolate to every row."""
+    if n < 1:
+        raise UsageError(f"--sample must be at least 1, not {n}")
+    job = as_job(job)
+    offline, rows = await asyncio.to_thread(scan_input, job, n, seed)
+    options = RunOptions(only_ids=frozenset(r.id for r in rows), progress=False,
+                         handle_signals=handle_signals)
+    summary = await arun(job, options)
+    planned = [request for row in rows for request in requests_for_row(row, job.variants)]
+    results = await asyncio.to_thread(_results, job.output_path(), {r.hash for r in planned})
+    cells = {v.name: SampledVariant(v.samples, v.price is not None) for v in job.variants}
+    for request in planned:
+        cells[request.variant].add(request, results.get((request.row_id, request.hash)))
+    ids = [r.id for r in rows]
+    variants = tuple(extrapolate(name, [c], ids, offline.rows) for name, c in cells.items())
+    total = extrapolate("total", list(cells.values()), ids, offline.rows)
+    priced = any(c.priced for c in cells.values())
+    spent = math.fsum(r["cost_usd"] or 0.0 for r in results.values()) if priced else None
+    return SampledEstimate(offline, tuple(ids), variants, total, spent, summary.exit_code)
+
+
+def _results(root: Path, hashes: set[str]) -> dict[tuple[str, str], dict[str, Any]]:
+    latest = latest_results(root)
+    if latest is None or not hashes:
+        return {}
+    mask = pc.is_in(latest.column("request_hash"), value_set=pa.array(sorted(hashes)))
+    wanted = latest.filter(mask).select(["id", "request_hash", "status", "prompt_tokens",
+                                         "completion_tokens", "cost_usd"])
+    return {(r["id"], r["request_hash"]): r for r in wanted.to_pylist()}
+
+

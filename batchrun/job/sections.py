@@ -1,0 +1,277 @@
+"""Job-file sections -> the dataclasses of `batchrun.job.specs`, each key checked where it is read.
+
+The generic checks (types, unknown keys, "did you mean") live in `batchrun.job.toml_table`. A key
+left out is left out of the dataclass too, so its default is written once, in `specs`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import string
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from batchrun.job.specs import (
+    BudgetSpec,
+    InputSpec,
+    OutputSpec,
+    ParseSpec,
+    Price,
+    ProviderSpec,
+    RetrySpec,
+    VariantSpec,
+)
+from batchrun.job.toml_table import Table, suggest
+from batchrun.providers import format_names
+from batchrun.providers.presets import PRESETS, requires_max_tokens
+
+
+def _keys(spec: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(spec))
+
+
+def _given(**values: Any) -> dict[str, Any]:
+    """The keys the job set: the dataclass supplies the default of every other one."""
+    return {key: value for key, value in values.items() if value is not None}
+
+
+TOP_KEYS = ("name", "input", "output", "provider", "variant", "retry", "parse", "budget")
+_CEILINGS = (
+    "requests_per_minute",
+    "tokens_per_minute",
+    "input_tokens_per_minute",
+    "output_tokens_per_minute",
+)
+# Keys reach the request from api_key_env alone, so they never land in a job file or a snapshot.
+_SECRET_HEADERS = frozenset({"authorization", "x-api-key", "api-key"})
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_NOT_PARAMS = {
+    "model": "set the variant's model = ... instead",
+    "messages": "the messages are built from [input]",
+    "stream": "set the variant's stream = true instead",
+}
+
+
+def check_unique(
+    kind: str, tables: list[Table], specs: Sequence[ProviderSpec | VariantSpec]
+) -> None:
+    seen: set[str] = set()
+    for table, spec in zip(tables, specs, strict=True):
+        if spec.name in seen:
+            table.fail(f'another [[{kind}]] is also named "{spec.name}"; names must be unique')
+        seen.add(spec.name)
+
+
+def read_input(t: Table) -> InputSpec:
+    t.only(_keys(InputSpec))
+    spec = InputSpec(**_given(
+        path=t.required("path", " (a .jsonl or .parquet file, a directory or a glob of them)"),
+        id=t.text("id"),
+        prompt=t.text("prompt"),
+        messages=t.text("messages"),
+        template=t.text("template"),
+        system=t.text("system"),
+        format=t.choice("format", ("auto", "rows", "openai-batch"), None),
+    ))
+    if spec.prompt and spec.messages:
+        t.fail('set only one of "prompt" (a column of text) and "messages" (a column of messages)')
+    if spec.template is not None:
+        if spec.messages:
+            t.fail('"template" builds the user message, so it cannot go with "messages"')
+        _check_template(t, spec.template)
+    if spec.format == "openai-batch":
+        for key in ("prompt", "messages", "template", "system"):
+            if t.has(key):
+                t.fail(f'"{key}" does not apply to format = "openai-batch": each line has its body')
+    elif spec.format == "rows" and not (spec.prompt or spec.messages or spec.template):
+        t.fail(
+            'set "prompt" (a column of text), "messages" (a column of message lists) '
+            'or "template" (text with {column} fields)'
+        )
+    return spec
+
+
+def _check_template(t: Table, template: str) -> None:
+    try:
+        template_fields(template)
+    except ValueError as err:
+        t.fail(f'"template" {err}')
+
+
+def template_fields(template: str) -> tuple[str, ...]:
+    """The columns a template's `{fields}` read (their root names); ValueError if it has none."""
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as err:
+        raise ValueError(
+            f"is not a valid format string ({err}); write {{{{ and }}}} for braces"
+        ) from None
+    names: list[str] = []
+    for _, field, spec, _ in parsed:
+        if field is None:
+            continue
+        root = field.split(".", 1)[0].split("[", 1)[0]
+        if not root or root.isdigit():
+            raise ValueError(f"has a positional field {{{field}}}; name a column, e.g. {{text}}")
+        names.append(root)
+        if spec:
+            names.extend(template_fields(spec))
+    return tuple(dict.fromkeys(names))
+
+
+def read_output(t: Table) -> OutputSpec:
+    t.only(_keys(OutputSpec))
+    return OutputSpec(**_given(
+        path=t.required("path", " (the run directory, which batchrun owns)"),
+        keep_columns=t.texts("keep_columns"),
+        flush_rows=t.integer("flush_rows"),
+        flush_seconds=t.number("flush_seconds"),
+        keep_raw=t.flag("keep_raw"),
+    ))
+
+
+def read_provider(t: Table, source: str) -> ProviderSpec:
+    name = t.required("name")
+    t.where = f'{source}: [[provider]] "{name}"'
+    t.only(_keys(ProviderSpec))
+    preset_name = t.text("preset")
+    preset = PRESETS.get(preset_name) if preset_name is not None else None
+    if preset_name is not None and preset is None:
+        t.fail(f'unknown preset "{preset_name}"{suggest(preset_name, PRESETS, list_all=True)}')
+    api = t.choice("api", format_names(), preset.api if preset else None)
+    if api is None:
+        t.fail('"api" is required: "openai" or "anthropic" (or a preset, e.g. preset = "openai")')
+    base_url = t.text("base_url") or (preset.base_url if preset else None)
+    if base_url is None and preset is not None:
+        t.fail(f'preset "{preset.name}" has no fixed address: set base_url, e.g. "https://host/v1"')
+    if base_url is None:
+        t.fail('"base_url" is required (e.g. "https://api.example.com/v1", or "mock")')
+    if base_url != "mock" and not base_url.startswith(("http://", "https://")):
+        t.wrong("base_url", 'an http:// or https:// URL, or "mock"', base_url)
+    key_env = t.text("api_key_env")
+    if key_env is not None and not _ENV_NAME.fullmatch(key_env):
+        # The value is not echoed: it may be the key itself, pasted in the wrong place.
+        t.fail('"api_key_env" must be the name of an environment variable, not the key itself')
+    rpm, tpm, itpm, otpm = (t.number(key) for key in _CEILINGS)
+    any_ceiling = any(value is not None for value in (rpm, tpm, itpm, otpm))
+    return ProviderSpec(**_given(
+        name=name,
+        api=api,
+        base_url=base_url,
+        api_key_env=key_env,
+        requests_per_minute=rpm,
+        tokens_per_minute=tpm,
+        input_tokens_per_minute=itpm,
+        output_tokens_per_minute=otpm,
+        max_concurrency=t.integer("max_concurrency"),
+        timeout_seconds=t.number("timeout_seconds"),
+        idle_timeout_seconds=t.number("idle_timeout_seconds"),
+        headers=_read_headers(t),
+        limits=t.choice("limits", ("fixed", "auto"), "fixed" if any_ceiling else "auto"),
+        preset=preset_name,
+    ))
+
+
+def _read_headers(t: Table) -> dict[str, str]:
+    table = t.table("headers")
+    if table is None:
+        return {}
+    for key, value in table.data.items():
+        if key.lower() in _SECRET_HEADERS:
+            t.fail(
+                f"{table.name(key)} is not allowed: keys come from api_key_env only "
+                '(api_key_env = "MY_KEY_VAR", with the key exported in that variable)'
+            )
+        if not isinstance(value, str):
+            t.fail(f"{table.name(key)} must be a string")  # not echoed: headers may hold secrets
+    return dict(table.data)
+
+
+def read_variant(t: Table, source: str, providers: Mapping[str, ProviderSpec]) -> VariantSpec:
+    name = t.required("name")
+    t.where = f'{source}: [[variant]] "{name}"'
+    t.only(_keys(VariantSpec))
+    provider = t.required("provider", " (the name of a [[provider]])")
+    if provider not in providers:
+        t.fail(f'"provider" = "{provider}" names no [[provider]]{suggest(provider, providers)}')
+    return VariantSpec(**_given(
+        name=name,
+        provider=provider,
+        model=t.required("model", ' (e.g. model = "gpt-4o-mini")'),
+        stream=t.flag("stream"),
+        samples=t.integer("samples"),
+        params=_read_params(t, providers[provider]),
+        price=_read_price(t),
+    ))
+
+
+def _read_params(t: Table, provider: ProviderSpec) -> dict[str, Any]:
+    table = t.table("params") or Table({}, t.where, "params.")
+    for key, instead in _NOT_PARAMS.items():
+        if key in table.data:
+            t.fail(f'"params.{key}" is not allowed: {instead}')
+    if table.integer("n", 1) > 1:
+        n = table.data["n"]
+        t.fail(
+            f'"params.n" = {n} is not supported: use samples = {n} instead: '
+            "each sample is its own row, retried and seeded on its own"
+        )
+    if table.has("max_tokens"):
+        table.integer("max_tokens", 1)
+    elif requires_max_tokens(provider.api, provider.preset):
+        why = "the Anthropic API" if provider.api == "anthropic" else f'preset "{provider.preset}"'
+        t.fail(
+            f'provider "{provider.name}" ({why}) requires max_tokens: '
+            "add params = { max_tokens = 1024 } (or your limit)"
+        )
+    return {key: table.json_value(key) for key in table.data}
+
+
+def _read_price(t: Table) -> Price | None:
+    table = t.table("price")
+    if table is None:
+        return None
+    table.only(_keys(Price))
+    for key in ("input", "output"):
+        if not table.has(key):
+            t.fail(f"{table.name(key)} is required (USD per million tokens)")
+    return Price(
+        input=table.number("input", 0.0, positive=False),
+        output=table.number("output", 0.0, positive=False),
+        cached_input=table.number("cached_input", positive=False),
+    )
+
+
+def read_retry(t: Table) -> RetrySpec:
+    t.only(_keys(RetrySpec))
+    spec = RetrySpec(**_given(
+        max_attempts=t.integer("max_attempts"),
+        backoff_initial_s=t.number("backoff_initial_s"),
+        backoff_max_s=t.number("backoff_max_s"),
+        retry_after_max_s=t.number("retry_after_max_s"),
+    ))
+    if spec.backoff_max_s < spec.backoff_initial_s:
+        t.fail('"backoff_max_s" must be >= "backoff_initial_s"')
+    return spec
+
+
+def read_parse(t: Table, base_dir: Path) -> ParseSpec:
+    t.only(_keys(ParseSpec))
+    as_json = bool(t.flag("json"))
+    for key in ("schema", "fields"):
+        # An empty list is "not set" (a to_dict snapshot writes one).
+        if t.has(key) and t.data.get(key) not in ([], ()) and not as_json:
+            t.fail(f'"{key}" needs json = true: the answer must be parsed as JSON first')
+    return ParseSpec(**_given(
+        reasoning=t.choice("reasoning", ("auto", "none"), None),
+        json=as_json,
+        schema=t.json_schema("schema", base_dir),
+        fields=t.texts("fields"),
+    ))
+
+
+def read_budget(t: Table) -> BudgetSpec:
+    t.only(_keys(BudgetSpec))
+    return BudgetSpec(max_usd=t.number("max_usd"))

@@ -1,0 +1,130 @@
+"""`batchrun report`: progress and totals of a run, as a dict for scripts and as text for people."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from batchrun.results.read import read_table
+from batchrun.store import read_manifest
+
+TOKEN_KINDS = ("prompt", "completion", "reasoning", "cached", "total")
+
+
+def _sum(table: pa.Table, column: str) -> int:
+    values = table.column(column).to_numpy(zero_copy_only=False)
+    return int(np.nansum(values.astype("float64"))) if len(values) else 0
+
+
+def _percentiles(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"p50": None, "p90": None, "p99": None}
+    p50, p90, p99 = np.percentile(np.asarray(values), [50, 90, 99])
+    return {"p50": round(float(p50), 4), "p90": round(float(p90), 4), "p99": round(float(p99), 4)}
+
+
+def _cost(rows: list[dict[str, Any]], priced: bool) -> float | None:
+    if not priced:
+        return None
+    return round(sum(r["cost_usd"] or 0.0 for r in rows), 6)
+
+
+def build_report(root: str | Path) -> dict[str, Any]:
+    """Counts, tokens, cost, latency and errors of the run in `root`."""
+    root = Path(root)
+    table = read_table(root)
+    manifest = read_manifest(root) or {}
+    job = manifest.get("job", {})
+    variants = {v["name"]: v for v in job.get("variant", [])}
+    input_rows = int(manifest.get("input_rows", 0))
+    rows = table.select(
+        ["variant", "provider", "model", "status", "cost_usd", "latency_s", "attempts",
+         "error_type", "error_message"]
+    ).to_pylist()
+    for name in {r["variant"] for r in rows} - set(variants):
+        variants[name] = {"name": name, "samples": 1, "price": None}
+    priced = {name: v.get("price") is not None for name, v in variants.items()}
+
+    by_variant: dict[str, Any] = {}
+    for name, spec in variants.items():
+        mine = [r for r in rows if r["variant"] == name]
+        ok = sum(r["status"] == "ok" for r in mine)
+        expected = input_rows * int(spec.get("samples", 1))
+        attempts = [r["attempts"] for r in mine if r["attempts"] is not None]
+        by_variant[name] = {
+            "ok": ok,
+            "error": len(mine) - ok,
+            "pending": max(0, expected - len(mine)),
+            "cost_usd": _cost(mine, priced[name]),
+            "latency_s": _percentiles(
+                [r["latency_s"] for r in mine if r["latency_s"] is not None]
+            ),
+            "attempts": {"mean": round(float(np.mean(attempts)), 3) if attempts else None,
+                         "max": max(attempts, default=None)},
+        }
+
+    errors: dict[str, Any] = {}
+    for r in rows:
+        if r["status"] != "ok":
+            entry = errors.setdefault(r["error_type"], {"count": 0, "example": r["error_message"]})
+            entry["count"] += 1
+
+    ok_total = sum(v["ok"] for v in by_variant.values())
+    error_total = sum(v["error"] for v in by_variant.values())
+    pending_total = sum(v["pending"] for v in by_variant.values())
+    return {
+        "name": manifest.get("name"),
+        "rows": {"total": ok_total + error_total + pending_total, "ok": ok_total,
+                 "error": error_total, "pending": pending_total},
+        "tokens": {kind: _sum(table, f"{kind}_tokens") for kind in TOKEN_KINDS},
+        "cost_usd": {
+            "total": round(sum(v["cost_usd"] or 0.0 for v in by_variant.values()), 6),
+            "by_variant": {name: v["cost_usd"] for name, v in by_variant.items()},
+            "by_provider": _cost_by(rows, "provider", priced),
+            "by_model": _cost_by(rows, "model", priced),
+        },
+        "unpriced_variants": sorted(name for name, p in priced.items() if not p),
+        "by_variant": by_variant,
+        "errors": errors,
+    }
+
+
+def _cost_by(rows: list[dict[str, Any]], key: str, priced: dict[str, bool]) -> dict[str, Any]:
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(r[key], []).append(r)
+    return {
+        name: _cost(
+            [r for r in mine if priced.get(r["variant"])],
+            any(priced.get(r["variant"]) for r in mine),
+        )
+        for name, mine in groups.items()
+    }
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The report as a short screen of text."""
+    rows, tokens, cost = report["rows"], report["tokens"], report["cost_usd"]
+    lines = [
+        f"run {report.get('name') or ''}".rstrip(),
+        f"rows      {rows['ok']} ok, {rows['error']} error, {rows['pending']} pending "
+        f"of {rows['total']}",
+        "tokens    " + ", ".join(f"{tokens[k]:,} {k}" for k in TOKEN_KINDS),
+        (f"cost      ${cost['total']:.4f} (priced variants)" if len(report["unpriced_variants"])
+         < len(report["by_variant"]) else "cost      unpriced (no variant has a price)"),
+    ]
+    for name, v in report["by_variant"].items():
+        price = "unpriced" if v["cost_usd"] is None else f"${v['cost_usd']:.4f}"
+        lat = v["latency_s"]
+        latency = "" if lat["p50"] is None else (
+            f"  latency p50 {lat['p50']:.2f}s p90 {lat['p90']:.2f}s p99 {lat['p99']:.2f}s"
+        )
+        lines.append(
+            f"  {name}: {v['ok']} ok, {v['error']} error, {v['pending']} pending, {price}{latency}"
+        )
+    for kind, entry in report["errors"].items():
+        lines.append(f"  error {kind} x{entry['count']}: {entry['example']}")
+    return "\n".join(lines)

@@ -1,0 +1,114 @@
+"""Results -> journal lines as they arrive -> Parquet parts at each checkpoint.
+
+An answer counts as received once it is in the journal. The lines that the workers finish in one
+turn of the event loop go out together in one write(2), and a worker waits for that write before
+it takes its next request, so an answer is always in the kernel's hands before its worker moves
+on: a killed process loses only what was still in flight. At a checkpoint the journal moves on to
+a new segment and the finished one becomes a Parquet part (temporary name, fsync, rename, fsync
+of the folder), written in a thread so the event loop keeps sending; then the segment is deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import orjson
+
+from batchrun import store
+from batchrun.errors import StorageError
+from batchrun.run.record import ResultRecord
+
+
+class Sink:
+    """Appends results to the journal and checkpoints them as Parquet parts."""
+
+    def __init__(self, root: Path, *, flush_rows: int, flush_seconds: float) -> None:
+        self.root = root
+        self.flush_rows = flush_rows
+        self.flush_seconds = flush_seconds
+        self._seq = 0
+        self._journal: store.JournalFile | None = None
+        # The journal lines since the last checkpoint: the part is built from exactly what a
+        # crash recovery would read back, so both give the same column types.
+        self._buffer: list[bytes] = []
+        # Lines of this loop turn not yet written, and the future their writers wait on.
+        self._unwritten: list[bytes] = []
+        self._written: asyncio.Future[None] | None = None
+        self._last_flush = time.monotonic()
+        self._flush_lock = asyncio.Lock()
+
+    def open(self) -> None:
+        """Recover what an earlier run left, then start a new journal segment."""
+        self._seq = store.recover(self.root)
+        self._journal = store.JournalFile(store.journal_path(self.root, self._seq))
+
+    async def append(self, record: ResultRecord) -> None:
+        """Record one result; once this returns it survives a kill of this process."""
+        self._unwritten.append(record.to_line())
+        written = self._written
+        if written is None:
+            loop = asyncio.get_running_loop()
+            written = self._written = loop.create_future()
+            loop.call_soon(self._write_unwritten)
+        await asyncio.shield(written)
+
+    def _write_unwritten(self) -> None:
+        lines, self._unwritten = self._unwritten, []
+        written, self._written = self._written, None
+        assert written is not None and self._journal is not None
+        try:
+            self._journal.write(b"".join(lines))
+        except StorageError as error:
+            written.set_exception(error)
+            return
+        self._buffer.extend(lines)
+        written.set_result(None)
+
+    @property
+    def pending_rows(self) -> int:
+        """Results journaled since the last checkpoint."""
+        return len(self._buffer)
+
+    def due(self) -> bool:
+        """Whether a checkpoint is due (enough rows, or enough time)."""
+        if not self._buffer:
+            return False
+        return (
+            len(self._buffer) >= self.flush_rows
+            or time.monotonic() - self._last_flush >= self.flush_seconds
+        )
+
+    async def flush(self) -> None:
+        """Turn the current journal segment into a Parquet part, off the event loop."""
+        async with self._flush_lock:
+            self._last_flush = time.monotonic()
+            if not self._buffer:
+                return
+            lines, self._buffer = self._buffer, []
+            seq, journal = self._seq, self._journal
+            self._seq += 1
+            self._journal = store.JournalFile(store.journal_path(self.root, self._seq))
+            assert journal is not None
+            journal.close()
+            await asyncio.to_thread(self._checkpoint, seq, lines)
+
+    def _checkpoint(self, seq: int, lines: list[bytes]) -> None:
+        records = [orjson.loads(line) for line in lines]
+        try:
+            store.write_atomically(store.records_to_table(records), store.part_path(self.root, seq))
+        except OSError as error:
+            # The journal segment stays: its results are safe and the next run checkpoints it.
+            raise StorageError.from_os_error(self.root, error) from None
+        store.journal_path(self.root, seq).unlink(missing_ok=True)
+
+    async def close(self) -> None:
+        """Final checkpoint; the empty journal segment is removed."""
+        await self.flush()
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+            path = store.journal_path(self.root, self._seq)
+            if path.exists() and path.stat().st_size == 0:
+                path.unlink()

@@ -1,0 +1,54 @@
+"""The run directory's format: layout, journal, Parquet parts, manifest, lock, what is done."""
+
+from batchrun.store.done import Previous, done_key, previous_results
+from batchrun.store.journal import JournalFile, read_journal
+from batchrun.store.layout import (
+    JOURNAL_DIR,
+    MANIFEST,
+    OWNED_NAMES,
+    PARTS_DIR,
+    journal_path,
+    list_journals,
+    list_parts,
+    part_path,
+)
+from batchrun.store.lock import OutputLock, prepare_output
+from batchrun.store.manifest import read_manifest, write_manifest
+from batchrun.store.parts import (
+    RESULT_COLUMNS,
+    RESULT_SCHEMA,
+    iter_keys,
+    latest_per_key,
+    read_all,
+    records_to_table,
+    write_atomically,
+)
+from batchrun.store.recovery import recover
+
+__all__ = [
+    "JOURNAL_DIR",
+    "MANIFEST",
+    "OWNED_NAMES",
+    "PARTS_DIR",
+    "RESULT_COLUMNS",
+    "RESULT_SCHEMA",
+    "JournalFile",
+    "OutputLock",
+    "Previous",
+    "done_key",
+    "iter_keys",
+    "journal_path",
+    "latest_per_key",
+    "list_journals",
+    "list_parts",
+    "part_path",
+    "prepare_output",
+    "previous_results",
+    "read_all",
+    "read_journal",
+    "read_manifest",
+    "records_to_table",
+    "recover",
+    "write_atomically",
+    "write_manifest",
+]

@@ -1,0 +1,27 @@
+"""What a killed run left behind: journal segments turned into parts, half-written parts removed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from batchrun.store import layout
+from batchrun.store.journal import read_journal
+from batchrun.store.parts import records_to_table, write_atomically
+
+
+def recover(root: Path) -> int:
+    """Checkpoint journal segments a previous run left behind; returns the next free number."""
+    parts = {layout.parse_seq(p) for p in layout.list_parts(root)}
+    for tmp in (root / layout.PARTS_DIR).glob("*.tmp"):
+        tmp.unlink()  # a part whose write was cut short; its journal is still there
+    highest = max(parts, default=0)
+    for journal in layout.list_journals(root):
+        seq = layout.parse_seq(journal)
+        highest = max(highest, seq)
+        if seq not in parts:
+            records = read_journal(journal)
+            if records:
+                part = root / layout.PARTS_DIR / layout.segment_name(seq, ".parquet")
+                write_atomically(records_to_table(records), part)
+        journal.unlink()
+    return highest + 1
