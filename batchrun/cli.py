@@ -9,7 +9,6 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
-from pathlib import Path
 
 import orjson
 
@@ -142,10 +141,7 @@ def _run(args: argparse.Namespace) -> int:
     from batchrun.job import Job
     from batchrun.run import RunOptions, arun
 
-    job = Job.from_toml(args.job).with_overrides(
-        input_path=str(Path(args.input).resolve()) if args.input else None,
-        output_path=str(Path(args.output).resolve()) if args.output else None,
-    )
+    job = Job.from_toml(args.job).with_overrides(input_path=args.input, output_path=args.output)
     options = RunOptions(
         limit=args.limit, fresh=args.fresh, retry_errors=args.retry_errors,
         progress=not args.no_progress, handle_signals=True,

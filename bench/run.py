@@ -5,7 +5,8 @@ process) on loopback, with the same rows. Figures are medians of `--repeat` runs
 this machine, side by side; ratios between clients matter more than absolute numbers.
 
 Scenarios:
-  overhead  20,000 requests at zero latency: requests/s and CPU s per 1,000 requests
+  overhead  20,000 requests at zero latency: requests/s, CPU s per 1,000 requests, peak RSS
+  import    CPU of `import batchrun`, and whether pandas is loaded by it
   latency   5,000 requests at 200 ms latency, concurrency 100
   limit     mock and job at the same requests/min over 10 s windows: achieved % and 429s
   memory    peak RSS at 20,000 and at 500,000 (1,000,000 without --quick) input rows
@@ -126,10 +127,11 @@ def scenario_overhead(tmp: Path, repeat: int, clients: list[str], n: int) -> lis
             for client in clients:
                 folder = Path(tempfile.mkdtemp(dir=tmp))
                 if client == "batchrun":
-                    job = write_job(folder, rows, base_url, concurrency=64)
+                    job = write_job(folder, rows, base_url, concurrency=OVERHEAD_CONCURRENCY)
                     result = run_client("batchrun", "--job", str(job))
                 else:
-                    result = run_client(client, "--rows", str(rows), "--base-url", base_url)
+                    result = run_client(client, "--rows", str(rows), "--base-url", base_url,
+                                        "--concurrency", str(OVERHEAD_CONCURRENCY))
                 assert result["ok"] == n, (client, result)
                 results[client].append(result)
     floor = median_of(results["bare"], "cpu_s") if "bare" in results else None
@@ -137,9 +139,24 @@ def scenario_overhead(tmp: Path, repeat: int, clients: list[str], n: int) -> lis
         cpu = median_of(runs, "cpu_s")
         table.append([
             client, f"{n / median_of(runs, 'wall_s'):,.0f}", f"{cpu / n * 1000:.3f}",
-            f"{cpu / floor:.2f}x" if floor else "-",
+            f"{cpu / floor:.2f}x" if floor else "-", f"{median_of(runs, 'peak_rss_mb'):.0f}",
         ])
     return table
+
+
+def scenario_import(repeat: int) -> list[list[str]]:
+    """CPU of `import batchrun` in a fresh interpreter, and whether pandas came along."""
+    code = ("import time; t = time.process_time(); import batchrun, sys; "
+            "print(time.process_time() - t, 'pandas' in sys.modules)")
+    runs = []
+    for _ in range(max(repeat, 5)):
+        out = subprocess.run([PY, "-c", code], capture_output=True, text=True, check=True)
+        cpu, pandas = out.stdout.split()
+        runs.append((float(cpu), pandas == "True"))
+    return [[f"{statistics.median(c for c, _ in runs):.3f}", str(any(p for _, p in runs))]]
+
+
+OVERHEAD_CONCURRENCY = 200
 
 
 def scenario_latency(tmp: Path, repeat: int, clients: list[str], n: int) -> list[list[str]]:
@@ -283,8 +300,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, one repeat")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--only", nargs="*", default=["overhead", "latency", "limit", "auto",
-                                                      "tokens", "memory"])
+    parser.add_argument("--only", nargs="*", default=["overhead", "import", "latency", "limit",
+                                                      "auto", "tokens", "memory"])
     args = parser.parse_args()
     repeat = 1 if args.quick else args.repeat
     clients = available_clients()
@@ -293,9 +310,13 @@ def main() -> None:
         tmp = Path(tmp_name)
         if "overhead" in args.only:
             n = 5_000 if args.quick else 20_000
-            show(f"(a) overhead: {n:,} requests, zero latency, concurrency 64, median of {repeat}",
-                 ["client", "req/s", "CPU s / 1k req", "CPU vs bare"],
+            show(f"(a) overhead: {n:,} requests, zero latency, concurrency "
+                 f"{OVERHEAD_CONCURRENCY}, median of {repeat}",
+                 ["client", "req/s", "CPU s / 1k req", "CPU vs bare", "peak RSS MB"],
                  scenario_overhead(tmp, repeat, clients, n))
+        if "import" in args.only:
+            show("(import) `import batchrun` in a fresh interpreter, median",
+                 ["CPU s", "pandas imported"], scenario_import(repeat))
         if "latency" in args.only:
             n = 1_000 if args.quick else 5_000
             show(f"(b) latency: {n:,} requests, 200 ms each, concurrency 100, median of {repeat}",

@@ -99,14 +99,20 @@ class Job:
         raise KeyError(name)
 
     def with_overrides(
-        self, *, input_path: str | None = None, output_path: str | None = None
+        self, *, input_path: str | os.PathLike[str] | None = None,
+        output_path: str | os.PathLike[str] | None = None,
     ) -> Job:
-        """A copy with the input or output path replaced (already absolute, from the CLI)."""
+        """A copy with the input or output path replaced by one given on the command line.
+
+        Such paths are relative to the current directory, not to the job file's folder.
+        """
         job = self
         if input_path is not None:
-            job = dataclasses.replace(job, input=dataclasses.replace(job.input, path=input_path))
+            given = str(Path(input_path).resolve())
+            job = dataclasses.replace(job, input=dataclasses.replace(job.input, path=given))
         if output_path is not None:
-            job = dataclasses.replace(job, output=dataclasses.replace(job.output, path=output_path))
+            given = str(Path(output_path).resolve())
+            job = dataclasses.replace(job, output=dataclasses.replace(job.output, path=given))
         return job
 
     def to_dict(self) -> dict[str, Any]:

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from jsonschema import Draft202012Validator
 
 from batchrun.errors import InvalidAnswer
 
@@ -27,7 +26,12 @@ class AnswerChecker:
     """Parses answers as JSON and checks them against the job's schema."""
 
     def __init__(self, schema: Mapping[str, Any] | None, fields: tuple[str, ...]) -> None:
-        self._validator = Draft202012Validator(schema) if schema is not None else None
+        self._validator = None
+        if schema is not None:
+            # Imported here: jsonschema is slow to import and most jobs have no schema.
+            from jsonschema import Draft202012Validator
+
+            self._validator = Draft202012Validator(schema)
         self._fields = fields
 
     def check(self, content: str | None) -> Structured:
