@@ -63,6 +63,11 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=["openai-batch"],
                         help="write the OpenAI Batch API output shape (JSONL)")
 
+    commands.add_parser(
+        "schema", help="print the job file's JSON Schema (for editors)",
+        description="The JSON Schema of a job file; `#:schema FILE` on a job's first line makes "
+        "TOML editors (taplo, Even Better TOML) complete and check it.")
+
     mock = commands.add_parser("mock", help="serve the built-in mock provider on loopback",
                                description="OpenAI and Anthropic formats on 127.0.0.1.")
     mock.add_argument("--port", type=int, default=8765)
@@ -122,6 +127,11 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
         else:
             print(format_report(report))
+        return EXIT_OK
+    if args.command == "schema":
+        from batchrun.job.schema import job_schema
+
+        print(orjson.dumps(job_schema(), option=orjson.OPT_INDENT_2).decode())
         return EXIT_OK
     if args.command == "export":
         from batchrun.results import export
