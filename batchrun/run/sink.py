@@ -14,8 +14,6 @@ import asyncio
 import time
 from pathlib import Path
 
-import orjson
-
 from batchrun import store
 from batchrun.errors import StorageError
 from batchrun.run.record import ResultRecord
@@ -95,9 +93,8 @@ class Sink:
             await asyncio.to_thread(self._checkpoint, seq, lines)
 
     def _checkpoint(self, seq: int, lines: list[bytes]) -> None:
-        records = [orjson.loads(line) for line in lines]
         try:
-            store.write_atomically(store.records_to_table(records), store.part_path(self.root, seq))
+            store.write_atomically(store.lines_to_table(lines), store.part_path(self.root, seq))
         except OSError as error:
             # The journal segment stays: its results are safe and the next run checkpoints it.
             raise StorageError.from_os_error(self.root, error) from None

@@ -60,14 +60,14 @@ class JournalFile:
             self._fd = None
 
 
-def read_journal(path: Path) -> list[dict[str, Any]]:
-    """Records of one journal segment; a torn last line is skipped."""
+def read_journal_lines(path: Path) -> list[bytes]:
+    """The complete result lines of one journal segment; a torn last line is left out."""
     with path.open("rb") as handle:
         lines = handle.read().split(b"\n")
-    records = []
     last = len(lines) - 1
     while last >= 0 and not lines[last].strip():
         last -= 1
+    complete = []
     for number, line in enumerate(lines[: last + 1], 1):
         if not line.strip():
             continue
@@ -81,5 +81,10 @@ def read_journal(path: Path) -> list[dict[str, Any]]:
                 "move the file aside and rerun to send those requests again"
             ) from None
         if isinstance(record, dict):
-            records.append(record)
-    return records
+            complete.append(line + b"\n")
+    return complete
+
+
+def read_journal(path: Path) -> list[dict[str, Any]]:
+    """Records of one journal segment; a torn last line is skipped."""
+    return [orjson.loads(line) for line in read_journal_lines(path)]

@@ -16,13 +16,18 @@ if TYPE_CHECKING:
 FORMAT_VERSION = 1
 
 
-def write_manifest(root: Path, job: Job, *, input_rows: int) -> None:
-    """Record the job snapshot (env var names only, never keys) atomically."""
+def write_manifest(root: Path, job: Job, *, input_rows: int, limit: int | None = None) -> None:
+    """Record the job snapshot (env var names only, never keys) atomically.
+
+    `limit` is the run's `--limit`: the results expected are those of its first `limit` rows.
+    """
+    rows = input_rows if limit is None else min(input_rows, limit)
     data = {
         "format": FORMAT_VERSION,
         "name": job.name,
         "input_rows": input_rows,
-        "expected": input_rows * job.requests_per_row,
+        "limit": limit,
+        "expected": rows * job.requests_per_row,
         # Where the job's relative paths start, so readers can find the input again.
         "base_dir": str(job.base_dir),
         "job": job.to_dict(),

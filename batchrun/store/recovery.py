@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from batchrun.store import layout
-from batchrun.store.journal import read_journal
-from batchrun.store.parts import records_to_table, write_atomically
+from batchrun.store.journal import read_journal_lines
+from batchrun.store.parts import lines_to_table, write_atomically
 
 
 def recover(root: Path) -> int:
@@ -19,9 +19,8 @@ def recover(root: Path) -> int:
         seq = layout.parse_seq(journal)
         highest = max(highest, seq)
         if seq not in parts:
-            records = read_journal(journal)
-            if records:
-                part = root / layout.PARTS_DIR / layout.segment_name(seq, ".parquet")
-                write_atomically(records_to_table(records), part)
+            lines = read_journal_lines(journal)
+            if lines:
+                write_atomically(lines_to_table(lines), layout.part_path(root, seq))
         journal.unlink()
     return highest + 1
