@@ -31,9 +31,11 @@ class Sink:
         # The journal lines since the last checkpoint: the part is built from exactly what a
         # crash recovery would read back, so both give the same column types.
         self._buffer: list[bytes] = []
-        # Lines of this loop turn not yet written, and the future their writers wait on.
+        # Lines of this loop turn not yet written, whether their write is scheduled, and the
+        # error that ended journaling (nothing is written after a failed write).
         self._unwritten: list[bytes] = []
-        self._written: asyncio.Future[None] | None = None
+        self._write_scheduled = False
+        self._failed: StorageError | None = None
         self._last_flush = time.monotonic()
         self._flush_lock = asyncio.Lock()
 
@@ -44,25 +46,28 @@ class Sink:
 
     async def append(self, record: ResultRecord) -> None:
         """Record one result; once this returns it survives a kill of this process."""
+        if self._failed is not None:
+            raise self._failed
         self._unwritten.append(record.to_line())
-        written = self._written
-        if written is None:
-            loop = asyncio.get_running_loop()
-            written = self._written = loop.create_future()
-            loop.call_soon(self._write_unwritten)
-        await asyncio.shield(written)
+        if not self._write_scheduled:
+            self._write_scheduled = True
+            asyncio.get_running_loop().call_soon(self._write_unwritten)
+        # The write was scheduled before this task's wake-up, and callbacks run in order: when
+        # the task resumes, its line has been written (or the write has failed).
+        await asyncio.sleep(0)
+        if self._failed is not None:
+            raise self._failed
 
     def _write_unwritten(self) -> None:
         lines, self._unwritten = self._unwritten, []
-        written, self._written = self._written, None
-        assert written is not None and self._journal is not None
+        self._write_scheduled = False
+        assert self._journal is not None
         try:
             self._journal.write(b"".join(lines))
         except StorageError as error:
-            written.set_exception(error)
+            self._failed = error
             return
         self._buffer.extend(lines)
-        written.set_result(None)
 
     @property
     def pending_rows(self) -> int:
