@@ -1,5 +1,6 @@
 """The run directory's format: layout, journal, Parquet parts, manifest, lock, what is done."""
 
+from batchrun.store.compaction import Compacted, compact
 from batchrun.store.done import Previous, done_key, previous_results
 from batchrun.store.journal import JournalFile, read_journal
 from batchrun.store.layout import (
@@ -33,9 +34,11 @@ __all__ = [
     "PARTS_DIR",
     "RESULT_COLUMNS",
     "RESULT_SCHEMA",
+    "Compacted",
     "JournalFile",
     "OutputLock",
     "Previous",
+    "compact",
     "done_key",
     "iter_keys",
     "journal_path",

@@ -150,7 +150,12 @@ def read_all(root: Path, columns: list[str] | None = None) -> pa.Table | None:
             from_journals[parse_seq(journal)] = lines_to_table(lines)
     tables: dict[int, pa.Table] = {}
     for part in list_parts(root):
-        tables[parse_seq(part)] = pq.read_table(part, columns=columns)
+        try:
+            tables[parse_seq(part)] = pq.read_table(part, columns=columns)
+        except FileNotFoundError:
+            # Merged away by a compaction meanwhile: only once a later part (read after this
+            # one, in name order) holds its rows.
+            continue
     for seq, table in from_journals.items():
         if seq not in tables:
             tables[seq] = table.select(columns) if columns else table
