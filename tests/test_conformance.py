@@ -101,6 +101,7 @@ def test_case_through_a_real_run(replayed: Replayed, name: str) -> None:
         assert (row["attempts"], seen) == (1, 1)
         for key in ("content", "reasoning", "finish_reason", "response_id"):
             assert row[key] == expect[key], key
+        assert row["refusal"] == expect.get("refusal"), "refusal"
         calls = json.loads(row["tool_calls"]) if row["tool_calls"] is not None else None
         assert calls == expect["tool_calls"]
         assert {k: row[k] for k in USAGE_COLUMNS} == expect["usage"]

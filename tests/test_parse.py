@@ -137,7 +137,8 @@ def results_of(case: dict[str, Any]) -> Iterator[Result]:
 def check(result: Result, expect: dict[str, Any]) -> None:
     if expect["outcome"] == "ok":
         assert isinstance(result, Answer), f"expected an answer, got {result!r}"
-        for key in ("content", "reasoning", "finish_reason", "tool_calls", "response_id", "model"):
+        for key in ("content", "reasoning", "refusal", "finish_reason", "tool_calls",
+                    "response_id", "model"):
             if key in expect:
                 assert getattr(result, key) == expect[key], key
         if "usage" in expect:
@@ -297,9 +298,10 @@ def test_anthropic_thinking_blocks_are_the_reasoning() -> None:
     assert (answer.content, answer.reasoning) == ("Answer", "first\n\nsecond")
 
 
-def test_anthropic_redacted_thinking_alone_gives_a_placeholder() -> None:
+def test_anthropic_redacted_thinking_alone_gives_no_reasoning() -> None:
     blocks = [{"type": "redacted_thinking", "data": "xyz"}, {"type": "text", "text": "A"}]
-    assert parse_anthropic({"content": blocks}).reasoning == "[redacted]"
+    answer = parse_anthropic({"content": blocks})
+    assert (answer.content, answer.reasoning) == ("A", None)
 
 
 def test_anthropic_text_with_think_tags_follows_the_same_rule() -> None:

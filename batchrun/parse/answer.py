@@ -29,7 +29,7 @@ class Usage:
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """One parsed response: the text, the reasoning, tool calls, finish reason and usage."""
+    """One parsed response: text, reasoning, tool calls, finish reason, usage and any refusal."""
 
     content: str | None
     reasoning: str | None = None
@@ -39,3 +39,6 @@ class Answer:
     usage: Usage = Usage()
     response_id: str | None = None
     model: str | None = None
+    # The model declined: OpenAI `refusal`, Anthropic `stop_reason: "refusal"`. `content` keeps
+    # only what the answer field held, so a refusal never passes for an answer (or a label).
+    refusal: str | None = None

@@ -16,7 +16,7 @@ from batchrun.errors import IncompleteStream, MalformedResponse, ProviderError
 from batchrun.parse.answer import Answer, Usage
 from batchrun.parse.common import as_str, load_event, raise_error, tool_call
 from batchrun.parse.error_bodies import error_from_body
-from batchrun.parse.reasoning import REDACTED, separate
+from batchrun.parse.reasoning import separate
 from batchrun.parse.sse import SSEEvent
 from batchrun.parse.usage import anthropic_usage
 
@@ -33,19 +33,20 @@ def _answer(
     texts: list[str] = []
     thinking: list[str] = []
     calls: list[dict[str, Any]] = []
-    redacted = False
     for kind, text, extra in blocks:
         if kind == "text":
             texts.append(text)
         elif kind == "thinking":
             if text:
                 thinking.append(text)
-        elif kind == "redacted_thinking":
-            redacted = True
         elif kind == "tool_use":
             calls.append(tool_call(extra.get("id"), extra.get("name"), text))
-    field = "\n\n".join(thinking) or (REDACTED if redacted else None)
-    content, reasoning = separate("".join(texts), field, mode)
+        # redacted_thinking holds only encrypted data: nothing readable to keep.
+    content, reasoning = separate("".join(texts), "\n\n".join(thinking) or None, mode)
+    refusal = None
+    if stop_reason == "refusal":
+        # The model stopped to decline; what text came before is the refusal, never a label.
+        refusal = content or "the model declined to answer (stop_reason: refusal)"
     return Answer(
         content,
         reasoning,
@@ -54,6 +55,7 @@ def _answer(
         usage,
         as_str(response_id),
         as_str(model),
+        refusal,
     )
 
 

@@ -1,8 +1,8 @@
 """OpenAI chat completions -> `Answer`: a whole `chat.completion` body, or its chunk stream.
 
 Tool calls come out in OpenAI's shape, `arguments` a JSON string ("{}" when none was sent). A
-refusal (`message.refusal`) is the content when there is no other content. Only the first choice
-is read: the job loader refuses `n` > 1 in favour of `samples`.
+refusal (`message.refusal`) goes to `Answer.refusal`, never into the content. Only the first
+choice is read: the job loader refuses `n` > 1 in favour of `samples`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from batchrun.errors import IncompleteStream, MalformedResponse, ProviderError, 
 from batchrun.parse.answer import Answer
 from batchrun.parse.common import as_str, load_event, raise_error, text_of, tool_call
 from batchrun.parse.error_bodies import error_from_body
-from batchrun.parse.reasoning import separate
+from batchrun.parse.reasoning import details_text, separate
 from batchrun.parse.sse import SSEEvent
 from batchrun.parse.usage import openai_usage
 
@@ -39,11 +39,11 @@ def parse_openai(body: object, *, reasoning: str = "auto") -> Answer:
     if finish == "error" or choice.get("error"):
         raise _choice_failed(choice, body)
     content = text_of(message.get("content"))
-    if not content:
-        refusal = message.get("refusal")
-        content = refusal if isinstance(refusal, str) else content
+    refusal = message.get("refusal")
     field = message.get("reasoning_content") or message.get("reasoning")
-    text, thought = separate(content, field if isinstance(field, str) else None, reasoning)
+    if not isinstance(field, str) or not field:
+        field = details_text(message.get("reasoning_details"))
+    text, thought = separate(content, field, reasoning)
     return Answer(
         content=text,
         reasoning=thought,
@@ -52,6 +52,7 @@ def parse_openai(body: object, *, reasoning: str = "auto") -> Answer:
         usage=openai_usage(body.get("usage")),
         response_id=as_str(body.get("id")),
         model=as_str(body.get("model")),
+        refusal=refusal if isinstance(refusal, str) and refusal else None,
     )
 
 
@@ -91,8 +92,8 @@ class _ToolParts:
 class OpenAIStream:
     """Accumulates `chat.completion.chunk` events; complete at `data: [DONE]`."""
 
-    __slots__ = ("_content", "_done", "_finish", "_id", "_mode", "_model", "_reasoning",
-                 "_refusal", "_seen_choice", "_tools", "_usage")
+    __slots__ = ("_content", "_details", "_done", "_finish", "_id", "_mode", "_model",
+                 "_reasoning", "_refusal", "_seen_choice", "_tools", "_usage")
 
     def __init__(self, *, reasoning: str = "auto") -> None:
         self._mode = reasoning
@@ -100,6 +101,7 @@ class OpenAIStream:
         self._seen_choice = False
         self._content: list[str] = []
         self._reasoning: list[str] = []
+        self._details: list[str] = []  # reasoning_details text: used when no field came
         self._refusal: list[str] = []
         self._tools: dict[int, _ToolParts] = {}
         self._finish: str | None = None
@@ -154,6 +156,9 @@ class OpenAIStream:
         thought = delta.get("reasoning_content") or delta.get("reasoning")
         if thought and isinstance(thought, str):
             self._reasoning.append(thought)
+        details = details_text(delta.get("reasoning_details"))
+        if details:
+            self._details.append(details)
         refusal = delta.get("refusal")
         if refusal and isinstance(refusal, str):
             self._refusal.append(refusal)
@@ -193,10 +198,10 @@ class OpenAIStream:
             raise IncompleteStream("stream ended before data: [DONE]")
         if not self._seen_choice:
             raise MalformedResponse("stream completed without any choice")
-        content = "".join(self._content) or "".join(self._refusal)
-        text, reasoning = separate(content, "".join(self._reasoning), self._mode)
+        field = "".join(self._reasoning) or "".join(self._details)
+        text, reasoning = separate("".join(self._content), field, self._mode)
         calls = [
             tool_call(t.id, t.name, "".join(t.arguments)) for _, t in sorted(self._tools.items())
         ]
         return Answer(text, reasoning, calls or None, self._finish, openai_usage(self._usage),
-                      self._id, self._model)
+                      self._id, self._model, "".join(self._refusal) or None)

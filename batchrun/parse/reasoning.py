@@ -3,8 +3,9 @@
 With `parse.reasoning = "auto"`:
 
 1. A reasoning field wins: OpenAI-style `reasoning_content` or `reasoning` (message or stream
-   delta), or Anthropic `thinking` blocks. `redacted_thinking` blocks give "[redacted]", only
-   when no readable thinking exists, so a row still shows that the model reasoned.
+   delta), else the readable entries of a `reasoning_details` array (`reasoning.text` and
+   `reasoning.summary`; `reasoning.encrypted` has nothing to read), or Anthropic `thinking`
+   blocks. `redacted_thinking` blocks hold no readable text: they give no reasoning.
 2. Otherwise `<think>…</think>` is split out of the content. Only a closing `</think>` (the
    chat template opened the tag in the prompt): everything before it is reasoning. Only an
    opening `<think>` (the answer was cut off while thinking): everything after it is reasoning.
@@ -22,9 +23,26 @@ as the answer text and reasoning is always None, fields included.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 OPEN = "<think>"
 CLOSE = "</think>"
-REDACTED = "[redacted]"
+# What a `reasoning_details` entry of each readable type keeps its text in (OpenRouter's shape).
+_DETAIL_TEXT = {"reasoning.text": "text", "reasoning.summary": "summary"}
+
+
+def details_text(details: object) -> str | None:
+    """The readable text of a `reasoning_details` array, joined; None when it has none."""
+    if not isinstance(details, list):
+        return None
+    texts = []
+    for entry in details:
+        if isinstance(entry, Mapping):
+            key = _DETAIL_TEXT.get(entry.get("type"))  # type: ignore[arg-type]
+            value = entry.get(key) if key is not None else None
+            if isinstance(value, str) and value:
+                texts.append(value)
+    return "".join(texts) or None
 
 
 def _text(value: str) -> str | None:

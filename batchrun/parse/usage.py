@@ -33,6 +33,8 @@ def openai_usage(usage: object) -> Usage:
     cached = as_int(details.get("cached_tokens")) if isinstance(details, Mapping) else None
     if cached is None:
         cached = as_int(usage.get("prompt_cache_hit_tokens"))  # DeepSeek
+    if cached is None:
+        cached = as_int(usage.get("cached_tokens"))  # gateways that report it at the top level
     return Usage(prompt, completion, reasoning, cached, as_int(usage.get("total_tokens")))
 
 

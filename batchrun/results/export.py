@@ -134,6 +134,8 @@ def _batch_line(row: dict[str, Any], custom_id: str) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": row["content"]}
     if row.get("reasoning"):
         message["reasoning_content"] = row["reasoning"]
+    if row.get("refusal"):
+        message["refusal"] = row["refusal"]
     if row.get("tool_calls"):
         message["tool_calls"] = orjson.loads(row["tool_calls"])
     usage: dict[str, Any] = {

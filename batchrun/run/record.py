@@ -38,6 +38,7 @@ class ResultRecord:
     finished_at: int
     content: str | None = None
     reasoning: str | None = None
+    refusal: str | None = None
     parsed: str | None = None
     tool_calls: str | None = None
     finish_reason: str | None = None
@@ -81,6 +82,7 @@ def _answer_columns(answer: Answer, usage: Usage, request: Request) -> dict[str,
     return {
         "content": answer.content,
         "reasoning": answer.reasoning,
+        "refusal": answer.refusal,
         "tool_calls": orjson.dumps(answer.tool_calls).decode() if answer.tool_calls else None,
         "finish_reason": answer.finish_reason,
         "prompt_tokens": usage.prompt_tokens,
@@ -121,7 +123,7 @@ def error_record(
     elif usage is not None:
         # Earlier attempts were answered (and rejected), then one failed: keep what was paid.
         answered = {k: v for k, v in _answer_columns(_NO_ANSWER, usage, request).items()
-                    if k not in ("content", "finish_reason", "response_id")}
+                    if k not in ("content", "refusal", "finish_reason", "response_id")}
     return ResultRecord(
         request.row_id, request.variant, request.provider, request.model, request.sample,
         request.hash, "error", attempts, _now_us(),

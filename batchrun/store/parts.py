@@ -35,6 +35,7 @@ RESULT_SCHEMA = pa.schema(
         ("status", pa.string()),
         ("content", pa.string()),
         ("reasoning", pa.string()),
+        ("refusal", pa.string()),
         ("parsed", pa.string()),
         ("tool_calls", pa.string()),
         ("finish_reason", pa.string()),
