@@ -26,7 +26,7 @@ from aiohttp import web
 from batchrun.mock.loop_thread import LoopThread
 
 CASES_DIR = Path(__file__).parent / "conformance" / "cases"
-ROUTES = ("/chat/completions", "/messages")
+ROUTES = ("/chat/completions", "/messages", "/responses")
 # Where a recorded stream is cut, as fractions of its length: uneven, so that cuts fall inside
 # lines, events and multi-byte characters alike.
 CUTS = (0.13, 0.37, 0.61, 0.83)
@@ -46,7 +46,7 @@ def load_cases() -> dict[str, Case]:
 
 def case_name(body: Mapping[str, Any]) -> str:
     """The text of the last user message (a string, or its text parts joined)."""
-    for message in reversed(body.get("messages") or []):
+    for message in reversed(body.get("messages") or body.get("input") or []):
         if message.get("role") == "user":
             content = message.get("content")
             if isinstance(content, list):

@@ -120,7 +120,16 @@ def test_case_request_speaks_its_wire_format(replayed: Replayed, name: str) -> N
     case = CASES[name]
     for seen in replayed.received[name]:
         body, headers = seen.body, seen.headers
-        assert body["model"] == "replay-1" and body["max_tokens"] == 256
+        assert body["model"] == "replay-1"
+        if case["api"] == "responses":
+            assert seen.path == "/v1/responses"
+            assert headers["Authorization"] == f"Bearer {KEY}"
+            assert (body["max_output_tokens"], body["store"]) == (256, False)
+            assert body["input"] == [{"role": "user", "content": name}]
+            assert "messages" not in body and "max_tokens" not in body
+            assert body.get("stream") is (True if case["stream"] else None)
+            continue
+        assert body["max_tokens"] == 256
         assert body["messages"] == [{"role": "user", "content": name}]
         if case["api"] == "openai":
             assert seen.path == "/v1/chat/completions"

@@ -41,6 +41,7 @@ from batchrun.parse import (
     parse_openai,
     split_think,
 )
+from batchrun.providers import get_format
 
 CASES_DIR = Path(__file__).parent / "conformance" / "cases"
 CASE_FILES = sorted(CASES_DIR.glob("*.json"))
@@ -68,11 +69,7 @@ def chunkings(raw: bytes) -> Iterator[list[bytes]]:
 
 def run_stream(api: str, pieces: list[bytes], reasoning: str = "auto") -> Result:
     decoder = SSEDecoder()
-    stream = (
-        OpenAIStream(reasoning=reasoning)
-        if api == "openai"
-        else AnthropicStream(reasoning=reasoning)
-    )
+    stream = get_format(api).stream_parser(reasoning=reasoning)
     try:
         done = False
         for piece in pieces:
@@ -87,9 +84,8 @@ def run_stream(api: str, pieces: list[bytes], reasoning: str = "auto") -> Result
 
 
 def parse_body(api: str, body: object) -> Result:
-    parse = parse_openai if api == "openai" else parse_anthropic
     try:
-        return parse(body)
+        return get_format(api).parse_body(body, reasoning="auto")
     except RequestError as error:
         return error
 
@@ -164,7 +160,7 @@ def test_case_file_follows_the_format(path: Path) -> None:
     case = load_case(path)
     assert case["name"] == path.stem
     assert case["source"].strip()
-    assert case["api"] in ("openai", "anthropic")
+    assert case["api"] in ("openai", "anthropic", "responses")
     assert isinstance(case["status"], int) and isinstance(case["headers"], dict)
     payloads = [key for key in ("body", "body_text", "sse") if key in case]
     assert len(payloads) == 1

@@ -34,9 +34,11 @@ def _register_builtins() -> None:
     # Imported here so that `batchrun.providers` stays importable by the job loader cheaply.
     from batchrun.providers.anthropic import AnthropicFormat
     from batchrun.providers.openai import OpenAIFormat
+    from batchrun.providers.responses import ResponsesFormat
 
     register(OpenAIFormat())
     register(AnthropicFormat())
+    register(ResponsesFormat())
 
 
 __all__ = ["StreamParser", "WireFormat", "format_names", "get_format", "register"]

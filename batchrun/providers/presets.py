@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-KNOWN_APIS: tuple[str, ...] = ("openai", "anthropic")
+KNOWN_APIS: tuple[str, ...] = ("openai", "anthropic", "responses")
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +24,12 @@ PRESETS: Mapping[str, Preset] = {
     preset.name: preset
     for preset in (
         Preset("openai", "openai", "https://api.openai.com/v1", description="OpenAI"),
+        Preset(
+            "openai-responses",
+            "responses",
+            "https://api.openai.com/v1",
+            description="OpenAI's Responses API (reasoning summaries, newer models)",
+        ),
         Preset(
             "anthropic",
             "anthropic",
