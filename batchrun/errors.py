@@ -21,7 +21,9 @@
             ├── BadRequest          400, 422
             ├── ContextTooLong      the prompt does not fit the model's context
             ├── AuthenticationFailed  401, 403
-            └── NotFound            404: wrong URL or model
+            ├── NotFound            404: wrong URL or model
+            ├── ResponseTooLarge    an answer past the provider's `max_response_bytes`
+            └── Redirected          a redirect that is not followed (301/302/303, another origin)
 
 Foreign errors (aiohttp, HTTP statuses, JSON decoding) are translated into this tree at the
 provider boundary only; nothing above it catches `aiohttp` exceptions. Retryability is decided by
@@ -163,3 +165,15 @@ class AuthenticationFailed(TerminalError):
 
 class NotFound(TerminalError):
     """HTTP 404: the URL or the model does not exist."""
+
+
+class ResponseTooLarge(TerminalError):
+    """The answer is larger than the provider's `max_response_bytes`; it was not read further."""
+
+
+class Redirected(TerminalError):
+    """A redirect that batchrun does not follow.
+
+    301, 302 and 303 would turn the POST into a GET; a 307 or 308 is followed only to the same
+    origin, since following it elsewhere would send the key to another host.
+    """

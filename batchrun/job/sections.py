@@ -7,11 +7,13 @@ left out is left out of the dataclass too, so its default is written once, in `s
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
 import string
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from batchrun.job.specs import (
     BudgetSpec,
@@ -47,6 +49,8 @@ _CEILINGS = (
 # Keys reach the request from api_key_env alone, so they never land in a job file or a snapshot.
 _SECRET_HEADERS = frozenset({"authorization", "x-api-key", "api-key"})
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Labels of letters (any script), digits and hyphens, dot-separated; an IPv4 address fits too.
+_HOST = re.compile(r"(?!-)[\w-]+(?<!-)(\.(?!-)[\w-]+(?<!-))*\.?")
 _NOT_PARAMS = {
     "model": "set the variant's model = ... instead",
     "messages": "the messages are built from [input]",
@@ -148,8 +152,8 @@ def read_provider(t: Table, source: str) -> ProviderSpec:
         t.fail(f'preset "{preset.name}" has no fixed address: set base_url, e.g. "https://host/v1"')
     if base_url is None:
         t.fail('"base_url" is required (e.g. "https://api.example.com/v1", or "mock")')
-    if base_url != "mock" and not base_url.startswith(("http://", "https://")):
-        t.wrong("base_url", 'an http:// or https:// URL, or "mock"', base_url)
+    if base_url != "mock":
+        _check_base_url(t, base_url)
     key_env = t.text("api_key_env")
     if key_env is not None and not _ENV_NAME.fullmatch(key_env):
         # The value is not echoed: it may be the key itself, pasted in the wrong place.
@@ -168,10 +172,46 @@ def read_provider(t: Table, source: str) -> ProviderSpec:
         max_concurrency=t.integer("max_concurrency"),
         timeout_seconds=t.number("timeout_seconds"),
         idle_timeout_seconds=t.number("idle_timeout_seconds"),
+        max_response_bytes=t.integer("max_response_bytes"),
         headers=_read_headers(t),
         limits=t.choice("limits", ("fixed", "auto"), "fixed" if any_ceiling else "auto"),
         preset=preset_name,
     ))
+
+
+def _check_base_url(t: Table, url: str) -> None:
+    """Refuse at load time what would make every request fail (or leak) at run time."""
+    example = ' (e.g. "https://api.example.com/v1")'
+    if "@" in url.partition("//")[2].partition("/")[0]:
+        # Checked first and not echoed: a user:password part is a secret in the wrong place.
+        t.fail('"base_url" must not hold a user or password; keys come from api_key_env only')
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # ValueError when out of range or not a number
+    except ValueError as err:
+        t.fail(f'"base_url" = "{url}" is not a valid URL ({err}){example}')
+    if parts.scheme not in ("http", "https"):
+        t.wrong("base_url", 'an http:// or https:// URL, or "mock"', url)
+    host = parts.hostname or ""
+    if not (_HOST.fullmatch(host) or _is_ip_literal(parts.netloc, host)):
+        t.fail(f'"base_url" = "{url}" has no valid host name{example}')
+    if port == 0:
+        t.fail(f'"base_url" = "{url}": port 0 cannot be connected to; give a port from 1 to 65535')
+    if parts.query or parts.fragment or url.endswith(("?", "#")):
+        t.fail(
+            f'"base_url" = "{url}" must not have a ?query or #fragment: the API path '
+            '(e.g. /chat/completions) is appended to it'
+        )
+
+
+def _is_ip_literal(netloc: str, host: str) -> bool:
+    if "[" not in netloc:
+        return False
+    try:
+        ipaddress.IPv6Address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
 
 
 def _read_headers(t: Table) -> dict[str, str]:

@@ -10,6 +10,9 @@ if TYPE_CHECKING:
     from batchrun.parse import Usage
 
 PER_MILLION = 1_000_000.0
+# Larger answers are refused (ResponseTooLarge) rather than read whole: a hostile or broken
+# endpoint must not be able to take the machine's memory.
+MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +58,7 @@ class ProviderSpec:
     max_concurrency: int = 64
     timeout_seconds: float = 300.0
     idle_timeout_seconds: float = 60.0
+    max_response_bytes: int = MAX_RESPONSE_BYTES
     headers: Mapping[str, str] = field(default_factory=dict)
     limits: str = "fixed"
     preset: str | None = None
