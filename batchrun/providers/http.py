@@ -25,17 +25,25 @@ from batchrun.errors import (
     Overloaded,
     RateLimited,
     RequestError,
+    ResponseTooLarge,
     ServerError,
     TerminalError,
     Timeout,
 )
 from batchrun.parse import Answer, SSEDecoder, error_from_body
+from batchrun.providers.redact import Redactor
+from batchrun.providers.redirects import MAX_REDIRECTS, redirect_target, too_many_redirects
 
 if TYPE_CHECKING:
     from batchrun.providers.base import WireFormat
 
 HeaderObserver = Callable[[Mapping[str, str], int], None]
+# An error body is read this far at most; its message keeps the first DETAIL_CHARS characters,
+# and a body that is not JSON the first PREVIEW_CHARS.
 MAX_ERROR_BODY = 64 * 1024
+DETAIL_CHARS = 500
+PREVIEW_CHARS = 200
+_ANSWER_FIELDS = tuple(field.name for field in dataclasses.fields(Answer))
 
 
 class Endpoint(Protocol):
@@ -55,6 +63,8 @@ class Endpoint(Protocol):
     def timeout_seconds(self) -> float: ...
     @property
     def idle_timeout_seconds(self) -> float: ...
+    @property
+    def max_response_bytes(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +92,7 @@ class ProviderClient:
         self.spec = spec
         self.format = wire_format
         self.url = wire_format.url(spec.base_url)
-        self._api_key = api_key
+        self._redact = Redactor(api_key)
         self._headers = {
             "Content-Type": "application/json",
             **dict(spec.headers),
@@ -115,47 +125,73 @@ class ProviderClient:
         assert self._session is not None, "use ProviderClient as an async context manager"
         payload = orjson.dumps(self.format.wire_body(body))
         started = time.monotonic()
+        name = self.spec.name
         try:
-            async with self._session.post(self.url, data=payload) as response:
+            answer, raw = await self._exchange(self._session, payload, body)
+        except RequestError as error:
+            raise self._redacted(error) from None
+        except (TimeoutError, aiohttp.ServerTimeoutError) as error:
+            raise Timeout(f"{name}: no complete answer in time ({error!r})") from None
+        except aiohttp.ClientPayloadError as error:
+            raise self._redacted(ConnectionFailed(f"{name}: answer cut short: {error}")) from None
+        except aiohttp.ClientError as error:
+            raise self._redacted(
+                ConnectionFailed(f"{name}: {type(error).__name__}: {error}")) from None
+        # A provider (or a model) that echoes the key must not get it into the results.
+        answer = self._redacted_answer(answer)
+        raw = self._redact(raw) if raw is not None else None
+        return Reply(answer=answer, latency_s=time.monotonic() - started, raw=raw)
+
+    async def _exchange(
+        self, session: aiohttp.ClientSession, payload: bytes, body: dict[str, Any]
+    ) -> tuple[Answer, str | None]:
+        # Redirects are followed by hand: aiohttp would turn a POST answered by 301/302/303
+        # into a GET (and follow any redirect to another host, key and all).
+        url = self.url
+        for _ in range(MAX_REDIRECTS + 1):
+            async with session.post(url, data=payload, allow_redirects=False) as response:
                 if self._on_headers is not None:
                     self._on_headers(response.headers, response.status)
+                if 300 <= response.status < 400:
+                    location = response.headers.get("Location")
+                    url = redirect_target(self.spec.name, url, response.status, location)
+                    continue
                 if response.status != 200:
                     text = await _read_capped(response)
                     raise self._status_error(response.status, response.headers, text, body)
                 # A JSON reply to a streamed request (an error object, or a server that ignored
                 # `stream`) is read as a whole body, so its error keeps its class and message.
                 if body.get("stream") and response.content_type != "application/json":
-                    answer, raw = await self._read_stream(response)
-                else:
-                    raw_bytes = await response.read()
-                    answer = self.format.parse_body(_loads(raw_bytes), reasoning=self._reasoning)
-                    raw = raw_bytes.decode("utf-8", "replace") if self._keep_raw else None
-        except RequestError as error:
-            raise self._redacted(error) from None
-        except (TimeoutError, aiohttp.ServerTimeoutError) as error:
-            raise Timeout(f"{self.spec.name}: no complete answer in time ({error!r})") from None
-        except aiohttp.ClientPayloadError as error:
-            raise ConnectionFailed(f"{self.spec.name}: answer cut short: {error}") from None
-        except aiohttp.ClientError as error:
-            raise ConnectionFailed(f"{self.spec.name}: {type(error).__name__}: {error}") from None
-        key = self._api_key
-        if key and (key in (answer.content or "") or key in (answer.reasoning or "")
-                    or (raw is not None and key in raw)):
-            # A provider (or a model) that echoes the key must not get it into the results.
-            answer = dataclasses.replace(
-                answer,
-                content=answer.content.replace(key, "***") if answer.content else None,
-                reasoning=answer.reasoning.replace(key, "***") if answer.reasoning else None,
-            )
-            raw = raw.replace(key, "***") if raw is not None else None
-        return Reply(answer=answer, latency_s=time.monotonic() - started, raw=raw)
+                    return await self._read_stream(response)
+                raw_bytes = await self._read_body(response)
+                answer = self.format.parse_body(self._loads(raw_bytes), reasoning=self._reasoning)
+                return answer, raw_bytes.decode("utf-8", "replace") if self._keep_raw else None
+        raise too_many_redirects(self.spec.name, self.url)
+
+    async def _read_body(self, response: aiohttp.ClientResponse) -> bytearray:
+        self._refuse_by_length(response)
+        cap = self.spec.max_response_bytes
+        body = bytearray()
+        # Read piece by piece and count what comes out of the decoder: a compressed body can
+        # grow far past its Content-Length.
+        async for chunk in response.content.iter_any():
+            body += chunk
+            if len(body) > cap:
+                raise self._too_large(f"at least {len(body):,} bytes (it was not read further)")
+        return body
 
     async def _read_stream(self, response: aiohttp.ClientResponse) -> tuple[Answer, str | None]:
         decoder = SSEDecoder()
         parser = self.format.stream_parser(reasoning=self._reasoning)
         raw_parts: list[bytes] | None = [] if self._keep_raw else None
+        self._refuse_by_length(response)
+        cap, received = self.spec.max_response_bytes, 0
         done = False
         async for chunk in response.content.iter_any():
+            received += len(chunk)
+            if received > cap:
+                raise self._too_large(f"at least {received:,} bytes of stream (it was not read "
+                                      "further)")
             if raw_parts is not None:
                 raw_parts.append(chunk)
             for event in decoder.feed(chunk):
@@ -168,6 +204,21 @@ class ProviderClient:
         raw = b"".join(raw_parts).decode("utf-8", "replace") if raw_parts is not None else None
         return parser.finish(), raw
 
+    def _refuse_by_length(self, response: aiohttp.ClientResponse) -> None:
+        # Refused before a byte of the body is read. (The length of a compressed body says
+        # little about what it inflates to: that is counted as it is read.)
+        size = response.content_length
+        plain = response.headers.get("Content-Encoding", "identity") == "identity"
+        if size is not None and plain and size > self.spec.max_response_bytes:
+            raise self._too_large(f"{size:,} bytes (its Content-Length)")
+
+    def _too_large(self, size: str) -> ResponseTooLarge:
+        cap = self.spec.max_response_bytes
+        return ResponseTooLarge(
+            f"{self.spec.name}: the answer is {size}, more than max_response_bytes = {cap:,}; "
+            "raise max_response_bytes for this provider if answers this large are expected",
+            status=200)
+
     def _status_error(
         self, status: int, headers: Mapping[str, str], text: str, body: dict[str, Any]
     ) -> RequestError:
@@ -177,7 +228,10 @@ class ProviderClient:
         except orjson.JSONDecodeError:
             data = None
         refined = error_from_body(status, data) if data is not None else None
-        detail = refined.message if refined is not None else (text.strip()[:500] or "no body")
+        if refined is not None:
+            detail = refined.message
+        else:
+            detail = self._preview(text, DETAIL_CHARS) or "no body"
         name = self.spec.name
         if status == 429:
             return RateLimited(f"{name}: rate limited (HTTP 429): {detail}",
@@ -203,18 +257,40 @@ class ProviderClient:
 
     def _redacted(self, error: RequestError) -> RequestError:
         # Some providers echo the key they refused; it must never reach a file or a log.
-        if self._api_key and self._api_key in error.message:
-            error.message = error.message.replace(self._api_key, "***")
-            error.args = (error.message,)
+        message = self._redact(error.message)
+        if message is not error.message:
+            error.message = message
+            error.args = (message,)
         return error
 
+    def _redacted_answer(self, answer: Answer) -> Answer:
+        # Every text an answer carries, whatever field it is in (and so whatever column).
+        redact = self._redact
+        changed: dict[str, Any] = {}
+        for name in _ANSWER_FIELDS:
+            value = getattr(answer, name)
+            if not value or not isinstance(value, str | list | dict):
+                continue
+            clean = redact(value) if isinstance(value, str) else redact.value(value)
+            if clean is not value and clean != value:
+                changed[name] = clean
+        return dataclasses.replace(answer, **changed) if changed else answer
 
-def _loads(raw: bytes) -> Any:
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as error:
-        preview = raw[:200].decode("utf-8", "replace")
-        raise MalformedResponse(f"response is not valid JSON ({error}): {preview!r}") from None
+    def _preview(self, text: str, limit: int) -> str:
+        """The start of `text` for a message: redacted, cut, and redacted again at the cut.
+
+        Cut only after redacting, so a key across the cut is never left half-hidden; then once
+        more, for a piece of the key that ends exactly where the text is cut.
+        """
+        return self._redact(self._redact(text).strip()[:limit])
+
+    def _loads(self, raw: bytes | bytearray) -> Any:
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError as error:
+            preview = self._preview(raw[:MAX_ERROR_BODY].decode("utf-8", "replace"), PREVIEW_CHARS)
+            raise MalformedResponse(
+                f"response is not valid JSON ({error}): {preview!r}") from None
 
 
 async def _read_capped(response: aiohttp.ClientResponse) -> str:
