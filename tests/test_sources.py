@@ -155,11 +155,10 @@ def test_template_formats_columns_and_may_use_the_prompt_column(tmp_path: Path) 
     assert rows(s, tmp_path)[0].messages == [{"role": "user", "content": "Review a: 'good' (  1)"}]
 
 
-def test_non_string_prompt_is_turned_into_text(tmp_path: Path) -> None:
-    write_jsonl(tmp_path / "r.jsonl", [{"q": 42}])
-    assert rows(spec("r.jsonl", prompt="q"), tmp_path)[0].messages == [
-        {"role": "user", "content": "42"}
-    ]
+def test_non_string_prompt_is_refused_naming_the_line_and_the_column(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "r.jsonl", [{"q": "fine"}, {"q": 42}])
+    with pytest.raises(InputError, match=r"^r\.jsonl:2: prompt column 'q' is a number \(42\)"):
+        rows(spec("r.jsonl", prompt="q"), tmp_path)
 
 
 def test_system_is_prepended_to_a_messages_column(tmp_path: Path) -> None:
@@ -402,9 +401,10 @@ def test_scan_of_200k_rows_uses_bounded_memory(tmp_path: Path) -> None:
     assert peak < 10 * 2**20  # the file alone is ~12 MB; ids hashed to 8 bytes each
 
 
-def test_scan_of_an_empty_file_counts_zero_rows(tmp_path: Path) -> None:
+def test_scan_of_an_empty_file_says_the_input_has_no_rows(tmp_path: Path) -> None:
     (tmp_path / "x.jsonl").write_bytes(b"\n")
-    assert scan(spec("x.jsonl", prompt="text"), tmp_path).rows == 0
+    with pytest.raises(InputError, match=r"^the input has no rows \(x\.jsonl holds none\)"):
+        scan(spec("x.jsonl", prompt="text"), tmp_path)
     assert list(iter_rows(spec("x.jsonl", prompt="text"), tmp_path)) == []
 
 

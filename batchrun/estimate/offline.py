@@ -69,6 +69,8 @@ def scan_input(job: Job, sample: int, seed: int) -> tuple[Estimate, list[sources
                     unbounded.add(request.variant)
                 else:
                     s[3] += request.max_tokens
+    if rows == 0:
+        raise sources.no_rows(sources.list_files(job.input, job.base_dir), job.base_dir)
     variants = tuple(_variant(v.name, v.provider, v.model, v.price, sums[v.name],
                               v.name in unbounded) for v in job.variants)
     times = tuple(_time(p, [v for v in variants if v.provider == p.name])

@@ -50,19 +50,10 @@ class RowPlan:
                     f'{where}: an OpenAI batch line needs "custom_id" and a "body" object; '
                     "fix the line"
                 )
-            return InputRow(str(cid), None, body, {c: rec.get(c) for c in self.keep}, where)
+            rid = _row_id(cid, where, "custom_id")
+            return InputRow(rid, None, body, {c: rec.get(c) for c in self.keep}, where)
         try:
-            if self.id_col is None:
-                rid = str(seq)
-            else:
-                rid = rec[self.id_col]
-                if rid is None:
-                    raise InputError(
-                        f"{where}: id {self.id_col!r} is null; give every row an id "
-                        "or drop [input] id to use row numbers"
-                    )
-                if type(rid) is not str:
-                    rid = str(rid)
+            rid = str(seq) if self.id_col is None else _row_id(rec[self.id_col], where, self.id_col)
             if self.messages is not None:
                 messages = _check_messages(rec[self.messages], where, self.messages)
             else:
@@ -76,7 +67,7 @@ class RowPlan:
                     if text is None:
                         raise InputError(f"{where}: prompt {self.prompt!r} is null; fill it")
                     if type(text) is not str:
-                        text = str(text)
+                        raise _not_text(text, where, self.prompt)  # type: ignore[arg-type]
                 messages = [{"role": "user", "content": text}]
             if self.system is not None:
                 messages.insert(0, {"role": "system", "content": self.system})
@@ -122,6 +113,45 @@ def plan_rows(
     return RowPlan(
         False, spec.id, spec.prompt, spec.messages, template, fields, spec.system, keep, owners
     )
+
+
+def _row_id(value: Any, where: str, column: str) -> str:
+    """A row's id as text: a string, or an integer written in decimal."""
+    if type(value) is str:
+        return value
+    if type(value) is int:  # not bool: `true` must not become the id "True"
+        return str(value)
+    if value is None:
+        raise InputError(
+            f"{where}: id {column!r} is null; give every row an id "
+            "or drop [input] id to use row numbers"
+        )
+    raise InputError(
+        f"{where}: id {column!r} is {_kind(value)} ({_shown(value)}), not a string or an "
+        "integer; give every row a text or whole-number id"
+    )
+
+
+def _not_text(value: Any, where: str, column: str) -> InputError:
+    # Sending str(value) would put a Python repr ("['x', 'y']") in front of the model.
+    hint = "make it a string in the data"
+    if type(value) is list:
+        hint += (f' (or, for a list of {{"role", "content"}} messages, use [input] messages = '
+                 f'"{column}")')
+    return InputError(
+        f"{where}: prompt column {column!r} is {_kind(value)} ({_shown(value)}), not text; {hint}"
+    )
+
+
+def _kind(value: Any) -> str:
+    names = {bool: "a boolean", int: "a number", float: "a number", list: "a list",
+             dict: "an object"}
+    return names.get(type(value), f"a {type(value).__name__}")
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _check_messages(value: Any, where: str, column: str) -> list[dict[str, Any]]:

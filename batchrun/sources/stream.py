@@ -90,11 +90,24 @@ def iter_rows(
 
 
 def scan(spec: InputSpec, base_dir: Path, keep_columns: Sequence[str] = ()) -> InputScan:
-    """Validate the whole input before anything is sent: parse, columns, ids present and unique."""
+    """Validate the whole input before anything is sent: rows there, columns, ids unique."""
     files = list_files(spec, base_dir)
     keep = tuple(keep_columns)
     rows = count_rows_with_unique_ids(lambda: _stream(spec, base_dir, keep, 1024), spec.id)
+    if rows == 0:
+        raise no_rows(files, base_dir)
     return InputScan(files, rows, input_columns(spec, base_dir))
+
+
+def no_rows(files: Sequence[Path], base_dir: Path) -> InputError:
+    """The error for an input without a single row."""
+    # Nothing to do is almost always a wrong path or glob, not a finished job: say so (exit 2).
+    names = ", ".join(show_path(p, base_dir) for p in files[:3])
+    more = f" and {len(files) - 3} more" if len(files) > 3 else ""
+    verb = "holds" if len(files) == 1 else "hold"
+    return InputError(
+        f"the input has no rows ({names}{more} {verb} none); check [input] path and the data"
+    )
 
 
 def _stream(
