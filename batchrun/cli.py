@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import orjson
 
-from batchrun.errors import UsageError
+from batchrun.errors import StorageError, UsageError
 
 EXIT_OK, EXIT_SOME_ERRORS, EXIT_USAGE, EXIT_BUDGET, EXIT_INTERNAL = 0, 1, 2, 3, 4
 EXIT_INTERRUPTED = 130
@@ -92,10 +92,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="batchrun: %(message)s", stream=sys.stderr)
     try:
-        return _dispatch(args)
+        code = _dispatch(args)
+        sys.stdout.flush()  # a reader that went away shows here, not in the exit's own flush
+        return code
     except UsageError as error:
         print(f"batchrun: error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except StorageError as error:  # disk full or a file-size limit: the message says what to do
+        print(f"batchrun: error: {error}", file=sys.stderr)
+        return EXIT_INTERNAL
+    except BrokenPipeError:
+        # The reader went away (`batchrun report DIR | head`): what it wanted it got. Point
+        # stdout at /dev/null so the interpreter's last flush does not complain either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except KeyboardInterrupt:
         print("batchrun: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -18,6 +18,7 @@ from aiohttp import web
 
 import batchrun
 from batchrun import store
+from batchrun.errors import StorageError
 from batchrun.mock import MockConfig, MockThread
 from batchrun.run.record import ResultRecord
 from batchrun.run.sink import Sink
@@ -41,7 +42,7 @@ def test_an_unexpected_worker_failure_ends_the_run_instead_of_hanging(
         await original(self, record)
 
     monkeypatch.setattr(Sink, "append", failing_append)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(StorageError, match="the disk is full; the results written so far"):
         batchrun.run(job)
     monkeypatch.setattr(Sink, "append", original)
     assert len(batchrun.read(tmp_path / "out")) == 5  # what was journaled is kept

@@ -18,8 +18,12 @@ def estimate_command(job_path: str | Path, *, sample: int | None = None) -> int:
     if sample is None:
         print(format_estimate(estimate_offline(job)))
         return 0
-    print(f"batchrun: sending {sample} rows x {job.requests_per_row} requests for real ...",
-          file=sys.stderr)
-    result = asyncio.run(aestimate_sampled(job, sample, handle_signals=True))
+
+    def announce(job: Job) -> None:
+        # Said only once the output directory is ours: a live run there refuses us first.
+        print(f"batchrun: sending {sample} rows x {job.requests_per_row} requests for real ...",
+              file=sys.stderr)
+
+    result = asyncio.run(aestimate_sampled(job, sample, handle_signals=True, on_start=announce))
     print(format_sampled(result))
     return result.exit_code

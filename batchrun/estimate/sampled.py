@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,15 +30,20 @@ def estimate_sampled(job: Job | str | Path, n: int, *, seed: int = SAMPLE_SEED) 
 
 
 async def aestimate_sampled(
-    job: Job | str | Path, n: int, *, seed: int = SAMPLE_SEED, handle_signals: bool = False
+    job: Job | str | Path, n: int, *, seed: int = SAMPLE_SEED, handle_signals: bool = False,
+    on_start: Callable[[Job], None] | None = None,
 ) -> SampledEstimate:
-    """Run `n` random rows per variant into the job's output, then extrapolate to every row."""
+    """Run `n` random rows per variant into the job's output, then extrapolate to every row.
+
+    `on_start(job)` is called once the output directory is locked, just before sending.
+    """
     if n < 1:
         raise UsageError(f"--sample must be at least 1, not {n}")
     job = as_job(job)
     offline, rows = await asyncio.to_thread(scan_input, job, n, seed)
     options = RunOptions(only_ids=frozenset(r.id for r in rows), progress=False,
-                         handle_signals=handle_signals)
+                         handle_signals=handle_signals,
+                         on_start=None if on_start is None else lambda: on_start(job))
     summary = await arun(job, options)
     planned = [request for row in rows for request in requests_for_row(row, job.variants)]
     results = await asyncio.to_thread(_results, job.output_path(), {r.hash for r in planned})

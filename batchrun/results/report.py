@@ -40,6 +40,9 @@ def build_report(root: str | Path) -> dict[str, Any]:
     job = manifest.get("job", {})
     variants = {v["name"]: v for v in job.get("variant", [])}
     input_rows = int(manifest.get("input_rows", 0))
+    # A run started with --limit N expects the results of the first N rows, not of all of them.
+    limit = manifest.get("limit")
+    counted_rows = input_rows if limit is None else min(input_rows, int(limit))
     rows = table.select(
         ["variant", "provider", "model", "status", "cost_usd", "latency_s", "attempts",
          "error_type", "error_message"]
@@ -52,7 +55,7 @@ def build_report(root: str | Path) -> dict[str, Any]:
     for name, spec in variants.items():
         mine = [r for r in rows if r["variant"] == name]
         ok = sum(r["status"] == "ok" for r in mine)
-        expected = input_rows * int(spec.get("samples", 1))
+        expected = counted_rows * int(spec.get("samples", 1))
         attempts = [r["attempts"] for r in mine if r["attempts"] is not None]
         by_variant[name] = {
             "ok": ok,
@@ -79,6 +82,8 @@ def build_report(root: str | Path) -> dict[str, Any]:
         "name": manifest.get("name"),
         "rows": {"total": ok_total + error_total + pending_total, "ok": ok_total,
                  "error": error_total, "pending": pending_total},
+        "input_rows": input_rows,
+        "limit": limit,
         "tokens": {kind: _sum(table, f"{kind}_tokens") for kind in TOKEN_KINDS},
         "cost_usd": {
             "total": round(sum(v["cost_usd"] or 0.0 for v in by_variant.values()), 6),
@@ -108,10 +113,15 @@ def _cost_by(rows: list[dict[str, Any]], key: str, priced: dict[str, bool]) -> d
 def format_report(report: dict[str, Any]) -> str:
     """The report as a short screen of text."""
     rows, tokens, cost = report["rows"], report["tokens"], report["cost_usd"]
+    limit, input_rows = report.get("limit"), report.get("input_rows")
+    against = ""
+    if limit is not None and input_rows is not None and limit < input_rows:
+        against = (f" (the run's --limit {limit}: the first {limit:,} of {input_rows:,} input "
+                   "rows; run without --limit for the rest)")
     lines = [
         f"run {report.get('name') or ''}".rstrip(),
         f"rows      {rows['ok']} ok, {rows['error']} error, {rows['pending']} pending "
-        f"of {rows['total']}",
+        f"of {rows['total']}{against}",
         "tokens    " + ", ".join(f"{tokens[k]:,} {k}" for k in TOKEN_KINDS),
         (f"cost      ${cost['total']:.4f} (priced variants)" if len(report["unpriced_variants"])
          < len(report["by_variant"]) else "cost      unpriced (no variant has a price)"),

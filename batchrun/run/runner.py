@@ -7,14 +7,17 @@ flight and buffered for the next checkpoint, never by the size of the input.
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
 import signal
 import time
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 from batchrun import sources
-from batchrun.errors import OutputDirError
+from batchrun.errors import OutputDirError, StorageError
 from batchrun.job import Job
 from batchrun.parse import AnswerChecker
 from batchrun.run.budget import Budget
@@ -39,6 +42,9 @@ from batchrun.store import (
 # After the first Ctrl-C, requests in flight get this long to finish before they are dropped.
 GRACE_SECONDS = 10.0
 
+log = logging.getLogger("batchrun")
+_OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
 
 @dataclass(frozen=True, slots=True)
 class RunOptions:
@@ -51,6 +57,9 @@ class RunOptions:
     handle_signals: bool = False
     # Only these input ids (estimate --sample); None: every row.
     only_ids: frozenset[str] | None = None
+    # Called once the output directory is this run's and before anything is sent, so that
+    # "sending for real" is never said by a run that is then refused (estimate --sample).
+    on_start: Callable[[], None] | None = None
 
 
 async def arun(job: Job, options: RunOptions | None = None) -> RunSummary:
@@ -65,7 +74,15 @@ async def arun(job: Job, options: RunOptions | None = None) -> RunSummary:
     lock.acquire()  # before --fresh clears anything: a live run's results are never touched
     try:
         prepare_output(root, fresh=options.fresh)
+        if options.on_start is not None:
+            options.on_start()
         return await _run_locked(job, options, checked, root)
+    except OSError as error:
+        # The journal maps its own write errors; a full disk can also refuse a new segment,
+        # the manifest or a checkpoint's folder, and deserves the same words there.
+        if error.errno in _OUT_OF_SPACE:
+            raise StorageError.from_os_error(root, error) from None
+        raise
     finally:
         lock.release()
 
@@ -80,7 +97,7 @@ async def _run_locked(
     await asyncio.to_thread(sink.open)
     try:
         previous = await asyncio.to_thread(previous_results, root, options.retry_errors)
-        write_manifest(root, job, input_rows=scan.rows)
+        write_manifest(root, job, input_rows=scan.rows, limit=options.limit)
         counted_rows = rows if options.only_ids is None else min(rows, len(options.only_ids))
         total = counted_rows * job.requests_per_row
         tally = Tally()
@@ -133,6 +150,8 @@ class _Run:
         self.previous_error = 0
         self.rows = rows
         self.lanes: dict[str, Lane] = {}
+        # Requests taken by a worker and not yet settled, per provider: what a stop waits for.
+        self.in_progress: dict[str, int] = {}
         self.queues: dict[str, asyncio.Queue[Request | None]] = {}
         self.stopping = False
         self.interrupted = False
@@ -183,6 +202,19 @@ class _Run:
         asyncio.get_running_loop().call_later(
             GRACE_SECONDS, lambda: [t.cancel() for t in workers]
         )
+        open_now = {name: n for name, n in self.in_progress.items() if n}
+        if open_now:
+            # A hung provider would otherwise make this wait look like a frozen program.
+            count = sum(open_now.values())
+            log.warning(
+                "interrupted: sending nothing more; waiting up to %gs for %d request%s in "
+                "progress (%s) to finish; press Ctrl-C again to stop at once (unfinished "
+                "requests are sent again when the same command is run again)",
+                GRACE_SECONDS, count, "" if count == 1 else "s",
+                ", ".join(f"{n} on {name}" for name, n in sorted(open_now.items())),
+            )
+        else:
+            log.warning("interrupted: sending nothing more; saving the results so far")
 
     async def _produce(self) -> None:
         try:
@@ -227,12 +259,16 @@ class _Run:
                 if not self.budget.reserve(worst):
                     self._stop_sending()
                     return
+                provider = request.provider
+                self.in_progress[provider] = self.in_progress.get(provider, 0) + 1
                 try:
                     record = await process(request, lane, self.settings, self.tally,
                                            self._should_stop)
                 except Stopped:
                     self.budget.settle(worst, 0.0)
                     return
+                finally:
+                    self.in_progress[provider] -= 1
                 self.budget.settle(worst, self.budget.spent_on(record, worst))
                 await self.sink.append(record)
                 self.tally.add(record)
