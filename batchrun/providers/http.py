@@ -6,7 +6,6 @@ Everything aiohttp, HTTP status codes and undecodable JSON can throw is turned i
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -43,7 +42,6 @@ HeaderObserver = Callable[[Mapping[str, str], int], None]
 MAX_ERROR_BODY = 64 * 1024
 DETAIL_CHARS = 500
 PREVIEW_CHARS = 200
-_ANSWER_FIELDS = tuple(field.name for field in dataclasses.fields(Answer))
 
 
 class Endpoint(Protocol):
@@ -131,15 +129,15 @@ class ProviderClient:
         except RequestError as error:
             raise self._redacted(error) from None
         except (TimeoutError, aiohttp.ServerTimeoutError) as error:
-            raise Timeout(f"{name}: no complete answer in time ({error!r})") from None
+            raise self._redacted(
+                Timeout(f"{name}: no complete answer in time ({error!r})")) from None
         except aiohttp.ClientPayloadError as error:
             raise self._redacted(ConnectionFailed(f"{name}: answer cut short: {error}")) from None
         except aiohttp.ClientError as error:
             raise self._redacted(
                 ConnectionFailed(f"{name}: {type(error).__name__}: {error}")) from None
         # A provider (or a model) that echoes the key must not get it into the results.
-        answer = self._redacted_answer(answer)
-        raw = self._redact(raw) if raw is not None else None
+        answer, raw = self._redact.answer(answer, raw)
         return Reply(answer=answer, latency_s=time.monotonic() - started, raw=raw)
 
     async def _exchange(
@@ -231,7 +229,7 @@ class ProviderClient:
         if refined is not None:
             detail = refined.message
         else:
-            detail = self._preview(text, DETAIL_CHARS) or "no body"
+            detail = self._redact.preview(text, DETAIL_CHARS) or "no body"
         name = self.spec.name
         if status == 429:
             return RateLimited(f"{name}: rate limited (HTTP 429): {detail}",
@@ -263,32 +261,12 @@ class ProviderClient:
             error.args = (message,)
         return error
 
-    def _redacted_answer(self, answer: Answer) -> Answer:
-        # Every text an answer carries, whatever field it is in (and so whatever column).
-        redact = self._redact
-        changed: dict[str, Any] = {}
-        for name in _ANSWER_FIELDS:
-            value = getattr(answer, name)
-            if not value or not isinstance(value, str | list | dict):
-                continue
-            clean = redact(value) if isinstance(value, str) else redact.value(value)
-            if clean is not value and clean != value:
-                changed[name] = clean
-        return dataclasses.replace(answer, **changed) if changed else answer
-
-    def _preview(self, text: str, limit: int) -> str:
-        """The start of `text` for a message: redacted, cut, and redacted again at the cut.
-
-        Cut only after redacting, so a key across the cut is never left half-hidden; then once
-        more, for a piece of the key that ends exactly where the text is cut.
-        """
-        return self._redact(self._redact(text).strip()[:limit])
-
     def _loads(self, raw: bytes | bytearray) -> Any:
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError as error:
-            preview = self._preview(raw[:MAX_ERROR_BODY].decode("utf-8", "replace"), PREVIEW_CHARS)
+            text = raw[:MAX_ERROR_BODY].decode("utf-8", "replace")
+            preview = self._redact.preview(text, PREVIEW_CHARS)
             raise MalformedResponse(
                 f"response is not valid JSON ({error}): {preview!r}") from None
 

@@ -11,12 +11,20 @@ writes it with escapes (`\\u0073k-...`). `Redactor` replaces, with `***`:
 - the same in the text's JSON escapes decoded, when that is where the key shows.
 
 A key shorter than `PIECE` is only ever replaced whole: pieces of it would match ordinary text.
+`Redactor.answer` does this to every text field of an answer and to its raw body (one cheap
+search over all of them first, since an answer almost never holds the key); `preview` to error
+text before and after it is cut.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any
+
+import orjson
+
+from batchrun.parse import Answer
 
 MASK = "***"
 PIECE = 12
@@ -28,12 +36,13 @@ CHUNK = PIECE // 2
 
 # A JSON escape: an escaped backslash (left as it is, so `\\u0073` stays text), `\/`, or \uXXXX.
 _ESCAPE = re.compile(r"\\(\\|/|u[0-9a-fA-F]{4})")
+_ANSWER_FIELDS = tuple(field.name for field in dataclasses.fields(Answer))
 
 
 class Redactor:
     """Replaces the key (and any piece of it long enough to matter) in texts with `***`."""
 
-    __slots__ = ("_chunks", "_key")
+    __slots__ = ("_chunks", "_key", "_needles")
 
     def __init__(self, key: str | None) -> None:
         self._key = key or ""
@@ -42,6 +51,25 @@ class Redactor:
             tuple((c, self._key[c:c + CHUNK]) for c in range(0, n - CHUNK + 1, CHUNK))
             if n >= PIECE else ()
         )
+        # What any piece must contain: an aligned chunk, or the key's first or last EDGE
+        # characters (a piece at a cut); a short key only ever whole.
+        self._needles = (
+            (*(chunk for _, chunk in self._chunks), self._key[:EDGE], self._key[-EDGE:])
+            if self._chunks else (self._key,) if self._key else ()
+        )
+
+    def __bool__(self) -> bool:
+        """Whether there is a key to redact at all."""
+        return bool(self._needles)
+
+    def may_hold(self, text: str) -> bool:
+        """Whether `text` may hold a piece of the key: False is certain, and cheap to learn.
+
+        One call over several texts joined is how a whole answer is checked at the cost of one.
+        """
+        if not self._needles:
+            return False
+        return "\\u" in text or "\\/" in text or any(needle in text for needle in self._needles)
 
     def __call__(self, text: str) -> str:
         """`text` with the key's pieces replaced; the same object when there were none."""
@@ -57,6 +85,34 @@ class Redactor:
                 return _masked(decoded, spans) if spans else text
         spans = self._spans(text)
         return _masked(text, spans) if spans else text
+
+    def preview(self, text: str, limit: int) -> str:
+        """The start of `text` for a message: redacted, cut, and redacted again at the cut.
+
+        Cut only after redacting, so a key across the cut is never left half-hidden; then once
+        more, for a piece of the key that ends exactly where the text is cut.
+        """
+        return self(self(text).strip()[:limit])
+
+    def answer(self, answer: Answer, raw: str | None) -> tuple[Answer, str | None]:
+        """`answer` with every text it carries redacted, whatever its field, and `raw` too."""
+        if not self:
+            return answer, raw
+        texts = [(name, value) for name in _ANSWER_FIELDS
+                 if (value := getattr(answer, name)) and isinstance(value, str | list | dict)]
+        # All fields at once first: an answer almost never holds the key.
+        probe = "\n".join(value if isinstance(value, str) else orjson.dumps(value).decode()
+                          for _, value in texts)
+        if not self.may_hold(probe) and not (raw and self.may_hold(raw)):
+            return answer, raw
+        changed: dict[str, Any] = {}
+        for name, value in texts:
+            clean = self(value) if isinstance(value, str) else self.value(value)
+            if clean is not value and clean != value:
+                changed[name] = clean
+        if changed:
+            answer = dataclasses.replace(answer, **changed)
+        return answer, self(raw) if raw is not None else None
 
     def value(self, value: Any) -> Any:
         """A JSON-like value with every string in it (keys of objects too) redacted."""
