@@ -9,29 +9,16 @@ from typing import TYPE_CHECKING, Any
 
 from batchrun import errors
 from batchrun.job import Job
+from batchrun.run import RunOptions, RunSummary
 
 if TYPE_CHECKING:
     import pandas as pd
-
-    from batchrun.run import RunOptions, RunSummary
 
 __all__ = ["Job", "RunSummary", "arun", "errors", "read", "run"]
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str) -> Any:
-    # `RunSummary` is imported on first use: the write side (aiohttp, pyarrow) stays unloaded
-    # for a script that only reads or validates.
-    if name == "RunSummary":
-        from batchrun.run import RunSummary
-
-        return RunSummary
-    raise AttributeError(f"module 'batchrun' has no attribute {name!r}")
-
-
 def _load(job_or_path: Job | str | Path, overrides: dict[str, Any]) -> tuple[Job, RunOptions]:
-    from batchrun.run import RunOptions
-
     job = job_or_path if isinstance(job_or_path, Job) else Job.from_toml(job_or_path)
     input_path = overrides.pop("input", None)
     output_path = overrides.pop("output", None)

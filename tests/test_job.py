@@ -369,7 +369,7 @@ def test_variant_must_name_an_existing_provider(tmp_path: Path) -> None:
 
 def test_api_must_be_a_known_one(tmp_path: Path) -> None:
     message = error(tmp_path, toml(provider=provider('api = "opena"', 'base_url = "mock"')))
-    assert '"api" must be one of "anthropic", "openai", got "opena"' in message
+    assert '"api" must be one of "anthropic", "openai", "responses", got "opena"' in message
     assert 'did you mean "openai"?' in message
 
 

@@ -152,7 +152,8 @@ class ResponsesStream:
         try:
             return self._take(data, kind)
         except (AttributeError, TypeError) as exc:
-            raise MalformedResponse(f"unexpected event shape ({exc}): {event.data[:200]!r}") from exc
+            preview = event.data[:200]
+            raise MalformedResponse(f"unexpected event shape ({exc}): {preview!r}") from exc
 
     def _take(self, data: dict[str, Any], kind: object) -> bool:
         parts = self._parts
