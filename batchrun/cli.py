@@ -183,6 +183,7 @@ def _run(args: argparse.Namespace) -> int:
         lines.append("stopped by [budget] max_usd; raise it and run the same command to continue")
     elif summary.error:
         lines.append("some requests ended in error; `--retry-errors` sends them again")
+    lines += summary.account_lines()
     print("\n".join(lines), file=sys.stderr)
     return summary.exit_code
 

@@ -20,10 +20,13 @@
         └── TerminalError           retrying cannot help: recorded at once
             ├── BadRequest          400, 422
             ├── ContextTooLong      the prompt does not fit the model's context
-            ├── AuthenticationFailed  401, 403
+            ├── RequestTooLarge     one request above the whole tokens/min limit (a 429 for ever)
             ├── NotFound            404: wrong URL or model
             ├── ResponseTooLarge    an answer past the provider's `max_response_bytes`
-            └── Redirected          a redirect that is not followed (301/302/303, another origin)
+            ├── Redirected          a redirect that is not followed (301/302/303, another origin)
+            └── AccountRefused      the provider refused the account: sending to it stops (exit 5)
+                ├── AuthenticationFailed  401, 403: the key is missing, wrong or revoked
+                └── QuotaExhausted  no quota, no balance, billing (402, insufficient_quota, ...)
 
 Foreign errors (aiohttp, HTTP statuses, JSON decoding) are translated into this tree at the
 provider boundary only; nothing above it catches `aiohttp` exceptions. Retryability is decided by
@@ -159,10 +162,6 @@ class ContextTooLong(TerminalError):
     """The prompt (plus max_tokens) does not fit the model's context window."""
 
 
-class AuthenticationFailed(TerminalError):
-    """HTTP 401 or 403: the key is missing, wrong, or lacks access."""
-
-
 class NotFound(TerminalError):
     """HTTP 404: the URL or the model does not exist."""
 
@@ -177,3 +176,22 @@ class Redirected(TerminalError):
     301, 302 and 303 would turn the POST into a GET; a 307 or 308 is followed only to the same
     origin, since following it elsewhere would send the key to another host.
     """
+
+
+class RequestTooLarge(TerminalError):
+    """One request needs more tokens than the provider's whole tokens/min limit allows."""
+
+
+class AccountRefused(TerminalError):
+    """The provider refused the account, not the request: every request would fail alike.
+
+    A run stops sending to such a provider after a few in a row and leaves its rows pending.
+    """
+
+
+class AuthenticationFailed(AccountRefused):
+    """HTTP 401 or 403: the key is missing, wrong, revoked, or lacks access."""
+
+
+class QuotaExhausted(AccountRefused):
+    """No quota, no balance or a billing problem: top up, then run again."""

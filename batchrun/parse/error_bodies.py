@@ -5,9 +5,16 @@ the HTTP status in `code`), Anthropic's `{"type": "error", "error": {"type", "me
 vLLM's and SGLang's `{"object": "error", "message", "type", "code"}`, and `{"error": "text"}`.
 
 The class is decided by the error's `code` / `type` first, then by the HTTP status (or, inside
-an HTTP 200 body, by a numeric `code`), then by the message for the one condition many servers
-report without a code: a prompt longer than the context window. The provider's own message is
-always kept in the error's message.
+an HTTP 200 body, by a numeric `code`), then by the message for the conditions many servers
+report without a code of their own: a prompt longer than the context window, an account out of
+balance, and one request larger than a whole tokens/min limit (OpenAI says so in a 429 whose
+code is the same as a passing rate limit's). The provider's own message is always kept.
+
+Account refusals (`QuotaExhausted`, `AuthenticationFailed`) are recognised by the shapes real
+providers send: OpenAI `insufficient_quota` (a 429), DeepSeek and OpenRouter HTTP 402, Anthropic
+"credit balance is too low" (a 400), Zhipu/GLM code 1113 (a 429), DashScope `Arrearage` (a 400),
+Moonshot `exceeded_current_quota_error`, Volcengine Ark `AccountOverdueError`, SiliconFlow code
+30011, and relays' "余额不足" (insufficient balance) messages.
 """
 
 from __future__ import annotations
@@ -24,8 +31,10 @@ from batchrun.errors import (
     NotFound,
     Overloaded,
     ProviderError,
+    QuotaExhausted,
     RateLimited,
     RequestError,
+    RequestTooLarge,
     ServerError,
 )
 
@@ -33,6 +42,15 @@ __all__ = ["error_from_body"]
 
 # `code` / `type` values, lowercased, in the order they are tried.
 _BY_LABEL: tuple[tuple[frozenset[str], type[RequestError]], ...] = (
+    (
+        frozenset({
+            "insufficient_quota", "billing_hard_limit_reached", "billing_not_active",
+            "insufficient_balance", "payment_required", "arrearage", "accountoverdueerror",
+            "exceeded_current_quota_error", "1113", "30011", "credit_balance_too_low",
+        }),
+        QuotaExhausted,
+    ),
+    (frozenset({"account_deactivated", "account_suspended"}), AuthenticationFailed),
     (
         frozenset({"context_length_exceeded", "context_window_exceeded"}),
         ContextTooLong,
@@ -67,9 +85,21 @@ _CONTEXT_PHRASES = (
     "prompt is too long",  # Anthropic: "prompt is too long: N tokens > M maximum"
 )
 
+# An account out of money, said in words (under a generic code, or none).
+_QUOTA_PHRASES = (
+    "credit balance is too low",  # Anthropic (a 400 invalid_request_error)
+    "insufficient balance",  # DeepSeek, OpenRouter, relays
+    "exceeded your current quota",  # OpenAI
+    "余额不足",  # "insufficient balance": Zhipu, relays built on one-api / new-api
+    "额度不足",  # "quota insufficient": relays
+)
+# One request above the whole tokens/min limit: OpenAI's 429 says so only in words.
+_TOO_LARGE_PHRASES = ("request too large for",)
+
 _BY_STATUS: dict[int, type[RequestError]] = {
     400: BadRequest,
     401: AuthenticationFailed,
+    402: QuotaExhausted,
     403: AuthenticationFailed,
     404: NotFound,
     408: ServerError,
@@ -119,12 +149,17 @@ def _error_info(status: int | None, body: object) -> Mapping[str, Any] | None:
     if status is not None and status >= 400:
         for key in ("detail", "message"):
             if body.get(key):
-                return {"message": body[key]}
+                # A top-level code says what it is (DashScope `Arrearage`, SiliconFlow 30011).
+                return {"message": body[key], "code": body.get("code")}
     return None
 
 
 def _classify(status: int | None, code: object, kind: object, message: str) -> type[RequestError]:
-    labels = [value.lower() for value in (code, kind) if isinstance(value, str)]
+    labels = [str(value).lower() for value in (code, kind)
+              if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))]
+    lowered = message.lower()
+    if any(phrase in lowered for phrase in _TOO_LARGE_PHRASES):
+        return RequestTooLarge
     for names, by_label in _BY_LABEL:
         if any(label in names for label in labels):
             return by_label
@@ -132,10 +167,10 @@ def _classify(status: int | None, code: object, kind: object, message: str) -> t
     http = status if not in_body else None
     if http is None and isinstance(code, int) and not isinstance(code, bool) and code >= 400:
         http = code
-    if http in (None, 400, 413, 422):
-        lowered = message.lower()
-        if any(phrase in lowered for phrase in _CONTEXT_PHRASES):
-            return ContextTooLong
+    if any(phrase in lowered for phrase in _QUOTA_PHRASES):
+        return QuotaExhausted
+    if http in (None, 400, 413, 422) and any(phrase in lowered for phrase in _CONTEXT_PHRASES):
+        return ContextTooLong
     if http is not None:
         cls = _BY_STATUS.get(http)
         if in_body:

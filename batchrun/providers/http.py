@@ -22,8 +22,10 @@ from batchrun.errors import (
     MalformedResponse,
     NotFound,
     Overloaded,
+    QuotaExhausted,
     RateLimited,
     RequestError,
+    RequestTooLarge,
     ResponseTooLarge,
     ServerError,
     TerminalError,
@@ -231,6 +233,14 @@ class ProviderClient:
         else:
             detail = self._redact.preview(text, DETAIL_CHARS) or "no body"
         name = self.spec.name
+        if isinstance(refined, QuotaExhausted):  # also a 429: a quota is no rate limit
+            return QuotaExhausted(
+                f"{name}: HTTP {status}, the account has no quota or balance left: {detail}",
+                status=status)
+        if isinstance(refined, RequestTooLarge):
+            return RequestTooLarge(
+                f"{name}: HTTP {status}, this request alone is larger than the tokens/min limit; "
+                f"shorten it or lower max_tokens: {detail}", status=status)
         if status == 429:
             return RateLimited(f"{name}: rate limited (HTTP 429): {detail}",
                                status=status, retry_after=retry_after)
@@ -240,7 +250,7 @@ class ProviderClient:
         if status in (408, 409, 425) or status >= 500:
             return ServerError(f"{name}: HTTP {status}: {detail}",
                                status=status, retry_after=retry_after)
-        if status in (401, 403):
+        if status in (401, 403) or isinstance(refined, AuthenticationFailed):
             where = f"${self.spec.api_key_env}" if self.spec.api_key_env else "api_key_env"
             return AuthenticationFailed(
                 f"{name}: HTTP {status}, the key was refused; check the key in {where}: {detail}",

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from batchrun.run.account import Stop
+
 
 @dataclass(frozen=True, slots=True)
 class RunSummary:
@@ -21,12 +23,28 @@ class RunSummary:
     cost_usd: float | None
     elapsed_s: float
     stopped: str | None  # "budget" | "interrupted" | None
+    refused: tuple[Stop, ...] = ()  # providers that refused the account, sending stopped
+    refused_requests: int = 0  # requests a refusal left pending
 
     @property
     def exit_code(self) -> int:
-        """0 all ok, 1 some errors, 3 stopped by the budget, 130 interrupted."""
+        """0 all ok, 1 some not ok, 3 budget, 5 an account refused, 130 interrupted."""
         if self.stopped == "interrupted":
             return 130
+        if self.refused:
+            return 5
         if self.stopped == "budget":
             return 3
-        return 1 if self.error else 0
+        return 1 if self.error or self.refused_requests else 0
+
+    def account_lines(self) -> list[str]:
+        """What to say about refused accounts: who refused, what they said, what to do."""
+        lines = [
+            f"{stop.provider} refused the account ({stop.error_type}): {stop.message}; its rows "
+            f"are left pending: {stop.advice}"
+            for stop in self.refused
+        ]
+        if self.refused_requests and not self.refused:
+            lines.append(f"{self.refused_requests} requests were refused by an account and left "
+                         "pending; run the same command again to send them")
+        return lines

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from tenacity import AsyncRetrying
 
-from batchrun.errors import RateLimited, RequestError, RetryableError
+from batchrun.errors import AccountRefused, RateLimited, RequestError, RetryableError
 from batchrun.parse.usage import sum_usage
 from batchrun.run.record import ResultRecord, error_record, ok_record
 
@@ -44,6 +44,8 @@ async def process(
             await attempt()
         except RetryableError as first_failure:
             await _retry(attempt, first_failure, settings.retry)
+    except AccountRefused:
+        raise  # the account's fault, not this request's: it stays pending, the lane may stop
     except RequestError as error:
         return error_record(request, error, attempt.count, attempt.reply, attempt.usage())
     assert attempt.reply is not None

@@ -1,0 +1,59 @@
+"""Account refusals: a provider that refuses the account (no quota, no balance, a revoked key)
+is stopped after a few in a row, and its rows are left pending for a rerun after the fix.
+
+Sending the rest of a million rows to an empty account only fills the output with errors and
+the log with retries; every such request would fail alike. A refused request is never recorded
+as an error: it stays pending, so the same command, rerun once the account is fixed, sends it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from batchrun.errors import AccountRefused, AuthenticationFailed
+
+STOP_AFTER = 3  # refusals in a row, with no answer between them, that stop a provider
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """Why sending to one provider stopped, and what to do about it."""
+
+    provider: str
+    error_type: str
+    message: str
+
+    @property
+    def advice(self) -> str:
+        """What the user should do next."""
+        if self.error_type == AuthenticationFailed.__name__:
+            return "fix the key (or its permissions), then run the same command again"
+        return "top up the account or fix its billing, then run the same command again"
+
+
+@dataclass(slots=True)
+class AccountGuard:
+    """Counts each provider's account refusals in a row and says when to stop it."""
+
+    stop_after: int = STOP_AFTER
+    in_a_row: dict[str, int] = field(default_factory=dict)
+    refused: int = 0  # requests left pending by a refusal, over the whole run
+    stops: dict[str, Stop] = field(default_factory=dict)
+
+    def refusal(self, provider: str, error: AccountRefused) -> bool:
+        """Count one refusal; True when this one stops the provider."""
+        self.refused += 1
+        count = self.in_a_row.get(provider, 0) + 1
+        self.in_a_row[provider] = count
+        if count >= self.stop_after and provider not in self.stops:
+            self.stops[provider] = Stop(provider, error.error_type, error.message)
+            return True
+        return False
+
+    def answered(self, provider: str) -> None:
+        """An answer (or any other outcome) came: the refusals were not in a row after all."""
+        self.in_a_row[provider] = 0
+
+    def stopped(self, provider: str) -> bool:
+        """Whether sending to `provider` has stopped."""
+        return provider in self.stops
