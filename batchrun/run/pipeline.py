@@ -133,7 +133,6 @@ class Run:
         spec = self.job.input
         batches = sources.iter_rows(spec, self.job.base_dir, self.job.output.keep_columns)
         remaining = self.rows
-        families = {p.name: p.api for p in self.job.providers}  # image tokens differ by api
         while remaining > 0 and not self.stopping:
             batch = await asyncio.to_thread(next, batches, None)
             if batch is None:
@@ -141,7 +140,7 @@ class Run:
             for row in batch[:remaining]:
                 if self.options.only_ids is not None and row.id not in self.options.only_ids:
                     continue
-                for request in requests_for_row(row, self.job.variants, families):
+                for request in requests_for_row(row, self.job.variants):
                     if self.guard.stopped(request.provider):
                         continue  # the account was refused: left pending for a rerun
                     key = done_key(request.row_id, request.hash)
