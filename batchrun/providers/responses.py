@@ -5,6 +5,10 @@ renamed to `input_text` / `input_image`), `max_tokens` as
 `max_output_tokens`, chat-style `tools`, `tool_choice` and `response_format` into their
 Responses shapes, and `store` is false unless the params say otherwise (a batch run should not
 leave a stored copy of every answer on the provider). Everything else passes through as it is.
+
+The Responses API has no stop sequences, so a variant whose params set `stop` is refused when the
+job loads (`refused_params`): dropping it would quietly send a different request, longer answers
+at a higher cost, than the same variant on a chat-completions provider.
 """
 
 from __future__ import annotations
@@ -15,6 +19,16 @@ from typing import Any
 from batchrun.parse import Answer
 from batchrun.parse.responses import ResponsesStream, parse_responses
 from batchrun.providers.base import StreamParser, WireFormat
+
+
+def refused_params(params: Mapping[str, Any]) -> str | None:
+    """What of the canonical params the Responses API cannot be sent, and what to do instead."""
+    if "stop" in params:
+        return (
+            'params.stop cannot be sent: the Responses API has no stop sequences; drop it from '
+            'this variant, or use a provider with api = "openai" (chat completions)'
+        )
+    return None
 
 
 def _part(part: Any, role: object) -> Any:
