@@ -53,6 +53,7 @@ def scan_input(job: Job, sample: int, seed: int) -> tuple[Estimate, list[sources
     rng = random.Random(seed)
     reservoir: list[sources.InputRow] = []
     rows = 0
+    families = {p.name: p.api for p in job.providers}
     for batch in sources.iter_rows(job.input, job.base_dir, job.output.keep_columns):
         for row in batch:
             if len(reservoir) < sample:
@@ -60,7 +61,7 @@ def scan_input(job: Job, sample: int, seed: int) -> tuple[Estimate, list[sources
             elif sample and (slot := rng.randrange(rows + 1)) < sample:
                 reservoir[slot] = row
             rows += 1
-            for request in sources.requests_for_row(row, job.variants):
+            for request in sources.requests_for_row(row, job.variants, families):
                 s = sums[request.variant]
                 s[0] += 1
                 s[1] += store.done_key(row.id, request.hash) in settled

@@ -45,7 +45,8 @@ async def aestimate_sampled(
                          handle_signals=handle_signals,
                          on_start=None if on_start is None else lambda: on_start(job))
     summary = await arun(job, options)
-    planned = [request for row in rows for request in requests_for_row(row, job.variants)]
+    families = {p.name: p.api for p in job.providers}
+    planned = [request for row in rows for request in requests_for_row(row, job.variants, families)]
     results = await asyncio.to_thread(_results, job.output_path(), {r.hash for r in planned})
     cells = {v.name: SampledVariant(v.samples, v.price is not None) for v in job.variants}
     for request in planned:

@@ -46,6 +46,7 @@ _DOCS: dict[tuple[type, str], str] = {
     (InputSpec, "id"): "column of unique row ids; absent: the row number",
     (InputSpec, "prompt"): "column with the user's text",
     (InputSpec, "messages"): "column of OpenAI-style message lists",
+    (InputSpec, "images"): "column of image paths, http(s) or data: URLs (one or a list)",
     (InputSpec, "template"): "str.format template over the row's columns",
     (InputSpec, "system"): "system prompt sent before every row",
     (OutputSpec, "path"): "the run directory, which batchrun owns",

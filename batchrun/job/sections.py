@@ -26,7 +26,7 @@ from batchrun.job.specs import (
     VariantSpec,
 )
 from batchrun.job.toml_table import Table, suggest
-from batchrun.providers import format_names
+from batchrun.providers import anthropic, format_names, responses
 from batchrun.providers.presets import PRESETS, requires_max_tokens
 
 
@@ -51,6 +51,8 @@ _SECRET_HEADERS = frozenset({"authorization", "x-api-key", "api-key"})
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Labels of letters (any script), digits and hyphens, dot-separated; an IPv4 address fits too.
 _HOST = re.compile(r"(?!-)[\w-]+(?<!-)(\.(?!-)[\w-]+(?<!-))*\.?")
+# What each wire format cannot translate from the canonical params, said when the job loads.
+_REFUSED_PARAMS = {"anthropic": anthropic.refused_params, "responses": responses.refused_params}
 _NOT_PARAMS = {
     "model": "set the variant's model = ... instead",
     "messages": "the messages are built from [input]",
@@ -75,6 +77,7 @@ def read_input(t: Table) -> InputSpec:
         id=t.text("id"),
         prompt=t.text("prompt"),
         messages=t.text("messages"),
+        images=t.text("images"),
         template=t.text("template"),
         system=t.text("system"),
         format=t.choice("format", ("auto", "rows", "openai-batch"), None),
@@ -86,13 +89,18 @@ def read_input(t: Table) -> InputSpec:
             t.fail('"template" builds the user message, so it cannot go with "messages"')
         _check_template(t, spec.template)
     if spec.format == "openai-batch":
-        for key in ("prompt", "messages", "template", "system"):
+        for key in ("prompt", "messages", "images", "template", "system"):
             if t.has(key):
                 t.fail(f'"{key}" does not apply to format = "openai-batch": each line has its body')
     elif spec.format == "rows" and not (spec.prompt or spec.messages or spec.template):
         t.fail(
             'set "prompt" (a column of text), "messages" (a column of message lists) '
             'or "template" (text with {column} fields)'
+        )
+    if spec.images is not None and not (spec.prompt or spec.messages or spec.template):
+        t.fail(
+            '"images" are added to the user message: set "prompt", "messages" or "template" '
+            'too (the same text for every row: template = "Describe the image.")'
         )
     return spec
 
@@ -266,7 +274,11 @@ def _read_params(t: Table, provider: ProviderSpec) -> dict[str, Any]:
             f'provider "{provider.name}" ({why}) requires max_tokens: '
             "add params = { max_tokens = 1024 } (or your limit)"
         )
-    return {key: table.json_value(key) for key in table.data}
+    params = {key: table.json_value(key) for key in table.data}
+    refused = _REFUSED_PARAMS.get(provider.api)
+    if refused is not None and (problem := refused(params)):
+        t.fail(f'provider "{provider.name}" (api = "{provider.api}"): {problem}')
+    return params
 
 
 def _read_price(t: Table) -> Price | None:

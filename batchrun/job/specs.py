@@ -27,6 +27,7 @@ class InputSpec:
     id: str | None = None
     prompt: str | None = None
     messages: str | None = None
+    images: str | None = None
     template: str | None = None
     system: str | None = None
     format: str = "auto"

@@ -38,6 +38,9 @@ class ImageInfo:
     height: int | None
 
 
+UNKNOWN = ImageInfo(None, None, None)  # an http(s) URL: batchrun never fetches it
+
+
 def sniff(head: bytes) -> ImageInfo | None:
     """The type and size in an image file's first bytes; None when it is no image we know."""
     if head.startswith(b"\x89PNG\r\n\x1a\n") and len(head) >= 24:
@@ -105,7 +108,7 @@ def data_url_bytes(value: str) -> bytes:
 def read_info(value: str, base_dir: Path) -> ImageInfo:
     """Check an image value and read its type and size; ValueError says what is wrong."""
     if is_url(value):
-        return ImageInfo(None, None, None)
+        return UNKNOWN
     if value.startswith("data:"):
         head = data_url_bytes(value)[:HEADER_BYTES]
     else:
@@ -125,12 +128,34 @@ def read_info(value: str, base_dir: Path) -> ImageInfo:
 
 def data_url(value: str, base_dir: Path) -> str:
     """The value as it is sent: URLs unchanged, a file as a base64 `data:` URL (read now)."""
-    if is_url(value) or value.startswith("data:"):
-        return value
+    return load(value, base_dir)[0]
+
+
+def load(value: str, base_dir: Path) -> tuple[str, ImageInfo]:
+    """The value as it is sent and what it is; a file is read now, into a base64 `data:` URL.
+
+    Raises OSError when a file cannot be read, ValueError when it is no image we know.
+    """
+    if is_url(value):
+        return value, UNKNOWN
+    if value.startswith("data:"):
+        return value, data_url_info(value)
     raw = (base_dir / value).read_bytes()
     info = sniff(raw[:HEADER_BYTES])
-    media = info.media_type if info is not None and info.media_type else "image/png"
-    return f"data:{media};base64,{base64.b64encode(raw).decode('ascii')}"
+    if info is None or info.media_type is None:
+        raise ValueError("not a PNG, JPEG, GIF or WebP image")
+    return f"data:{info.media_type};base64,{base64.b64encode(raw).decode('ascii')}", info
+
+
+def data_url_info(value: str) -> ImageInfo:
+    """What a `data:` URL holds, decoding only its first bytes; UNKNOWN when it does not decode."""
+    payload = value.partition(",")[2]
+    # Base64 turns 3 bytes into 4 characters: this many characters hold HEADER_BYTES bytes.
+    try:
+        head = base64.b64decode(payload[: HEADER_BYTES // 3 * 4])
+    except binascii.Error:
+        return UNKNOWN
+    return sniff(head) or UNKNOWN
 
 
 def image_tokens(info: ImageInfo, family: str, detail: str | None = None) -> int:
@@ -148,4 +173,15 @@ def image_tokens(info: ImageInfo, family: str, detail: str | None = None) -> int
     return 85 + 170 * math.ceil(width * fit / 512) * math.ceil(height * fit / 512)
 
 
-__all__ = ["FALLBACK_TOKENS", "ImageInfo", "data_url", "image_tokens", "read_info", "sniff"]
+__all__ = [
+    "FALLBACK_TOKENS",
+    "UNKNOWN",
+    "ImageInfo",
+    "data_url",
+    "data_url_info",
+    "image_tokens",
+    "is_url",
+    "load",
+    "read_info",
+    "sniff",
+]

@@ -79,15 +79,25 @@ def open_parquet(path: Path, shown: str) -> pq.ParquetFile:
 
 def _drop_struct_nulls(messages: Any) -> Any:
     # A Parquet list<struct> gives every message every field, null where a message lacked it;
-    # APIs reject "name": null, so drop them (content stays: null content is meaningful).
+    # APIs reject "name": null, so drop them (content stays: null content is meaningful). Parts
+    # of a content list are structs too: a text part gets "image_url": null and the other way.
     if type(messages) is not list:
         return messages
-    return [
-        {k: v for k, v in m.items() if v is not None or k == "content"}
-        if type(m) is dict and None in m.values()
-        else m
-        for m in messages
-    ]
+    out = []
+    for m in messages:
+        if type(m) is dict:
+            if None in m.values():
+                m = {k: v for k, v in m.items() if v is not None or k == "content"}
+            if type(m.get("content")) is list:
+                m = {**m, "content": [_drop_nulls(p) for p in m["content"]]}
+        out.append(m)
+    return out
+
+
+def _drop_nulls(part: Any) -> Any:
+    if type(part) is not dict:
+        return part
+    return {k: _drop_nulls(v) for k, v in part.items() if v is not None}
 
 
 def is_openai_batch(spec: InputSpec, files: tuple[Path, ...], base_dir: Path) -> bool:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from batchrun.sources.image_parts import Seen, resolve
+from batchrun.sources.images import image_tokens
 from batchrun.sources.tokens import estimate_messages_tokens
 
 if TYPE_CHECKING:
@@ -56,15 +58,21 @@ def request_hash(provider: str, variant: str, sample: int, body: dict[str, Any])
     return hashlib.sha256(canonical).hexdigest()
 
 
-def build_body(row: InputRow, variant: VariantSpec, sample: int) -> dict[str, Any]:
-    """The OpenAI-shaped body for one sample; wire formats translate it when they send."""
+def build_body(
+    row: InputRow, variant: VariantSpec, sample: int, messages: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The OpenAI-shaped body for one sample; wire formats translate it when they send.
+
+    `messages` are the row's messages as they are sent (image files read), when already built.
+    """
     params = variant.params
     if row.body is not None:
         # OpenAI Batch API input: the file's body is the request; the variant names the model
         # (so one batch file can be swept over models) and fills params the body leaves out.
         body = {**params, **row.body, "model": variant.model}
     else:
-        body = {"model": variant.model, "messages": row.messages, **params}
+        sent = row.messages if messages is None else messages
+        body = {"model": variant.model, "messages": sent, **params}
     if sample and "seed" in body and isinstance(body["seed"], int):
         # Sample k gets seed + k: distinct samples, yet the whole sweep can be repeated.
         body["seed"] = body["seed"] + sample
@@ -76,15 +84,26 @@ def build_body(row: InputRow, variant: VariantSpec, sample: int) -> dict[str, An
 
 
 def requests_for_row(
-    row: InputRow, variants: Sequence[VariantSpec]
+    row: InputRow, variants: Sequence[VariantSpec], families: Mapping[str, str]
 ) -> Iterator[Request]:
-    """Every (variant, sample) request for one input row."""
-    # Every variant and sample sends the row's messages: estimate their tokens once.
-    messages = row.messages if row.body is None else row.body.get("messages")
-    prompt_tokens_est = estimate_messages_tokens(messages or ())
+    """Every (variant, sample) request for one input row.
+
+    `families` maps each provider's name to its `api`, which decides what an image costs.
+    """
+    # Every variant and sample sends the row's messages: read its images and estimate its text
+    # once; only the image tokens differ between provider families.
+    given = row.messages if row.body is None else row.body.get("messages")
+    messages, images = resolve(given, row.folder, row.where) if type(given) is list else (
+        None, [])
+    text_tokens = estimate_messages_tokens(messages or ())
+    per_family: dict[str, int] = {}
     for variant in variants:
+        family = families[variant.provider]
+        if family not in per_family:
+            per_family[family] = text_tokens + _image_tokens(images, family)
+        prompt_tokens_est = per_family[family]
         for sample in range(variant.samples):
-            body = build_body(row, variant, sample)
+            body = build_body(row, variant, sample, messages if row.body is None else None)
             max_tokens = body.get("max_tokens", body.get("max_completion_tokens"))
             yield Request(
                 row_id=row.id,
@@ -99,3 +118,7 @@ def requests_for_row(
                 keep=row.keep,
                 price=variant.price,
             )
+
+
+def _image_tokens(images: Sequence[Seen], family: str) -> int:
+    return sum(image_tokens(info, family, detail) for info, detail in images)

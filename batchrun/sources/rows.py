@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from batchrun.errors import InputError, JobError
 from batchrun.job.sections import template_fields
+from batchrun.sources.image_parts import add_to_user_message, column_parts
 from batchrun.sources.records import is_openai_batch, missing_column, show_path
 
 if TYPE_CHECKING:
@@ -25,6 +26,9 @@ class InputRow:
     body: dict[str, Any] | None  # openai-batch input: the request body as-is
     keep: dict[str, Any]  # keep_columns values
     where: str  # "data/x.jsonl:17" or "data/x.parquet row 17", for messages
+    # The input file's folder, which image paths are relative to; None for OpenAI batch input,
+    # whose bodies are sent as they are.
+    folder: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,14 +39,18 @@ class RowPlan:
     id_col: str | None
     prompt: str | None
     messages: str | None
+    images: str | None
     template: str | None
     fields: tuple[str, ...]  # root names of the template's fields
     system: str | None
     keep: tuple[str, ...]
     owners: dict[str, str]  # column -> the job setting that names it, for error messages
 
-    def row(self, rec: dict[str, Any], where: str, seq: int) -> InputRow:
-        """The InputRow of record `rec`, found at `where`; `seq` is its id without [input] id."""
+    def row(self, rec: dict[str, Any], where: str, seq: int, folder: Path) -> InputRow:
+        """The InputRow of record `rec`, found at `where` in a file in `folder`.
+
+        `seq` is its id without [input] id.
+        """
         if self.batch:
             cid, body = rec.get("custom_id"), rec.get("body")
             if cid is None or type(body) is not dict:
@@ -69,6 +77,10 @@ class RowPlan:
                     if type(text) is not str:
                         raise _not_text(text, where, self.prompt)  # type: ignore[arg-type]
                 messages = [{"role": "user", "content": text}]
+            if self.images is not None and (parts := column_parts(
+                rec[self.images], where, self.images
+            )):
+                messages = add_to_user_message(messages, parts, where)
             if self.system is not None:
                 messages.insert(0, {"role": "system", "content": self.system})
             keep = {c: rec[c] for c in self.keep}
@@ -77,7 +89,7 @@ class RowPlan:
             raise missing_column(where, col, self.owners.get(col, f"column {col!r}"), rec) from None
         except (ValueError, IndexError, AttributeError, TypeError) as e:
             raise InputError(f"{where}: [input] template does not apply ({e}); fix it") from None
-        return InputRow(rid, messages, None, keep, where)
+        return InputRow(rid, messages, None, keep, where, folder)
 
 
 def plan_rows(
@@ -86,12 +98,18 @@ def plan_rows(
     """The plan for this input: OpenAI batch or rows, and which column feeds what."""
     batch = is_openai_batch(spec, files, base_dir)
     if batch:
+        if spec.images is not None:
+            raise InputError(
+                f"[input] images does not apply to OpenAI batch input "
+                f"({show_path(files[0], base_dir)}): each line's body is sent as it is; put "
+                'image_url parts in the bodies, or set [input] format = "rows"'
+            )
         if bad := [c for c in keep if c not in _BATCH_FIELDS]:
             raise InputError(
                 f"keep_columns {bad[0]!r} is not a field of OpenAI batch input "
                 f"({show_path(files[0], base_dir)}); only custom_id, method and url can be kept"
             )
-        return RowPlan(True, None, None, None, None, (), None, keep, {})
+        return RowPlan(True, None, None, None, None, None, (), None, keep, {})
     if spec.messages is None and spec.prompt is None and spec.template is None:
         raise InputError(
             f"{show_path(files[0], base_dir)} is not OpenAI batch input (custom_id + body); "
@@ -108,10 +126,13 @@ def plan_rows(
         owners[spec.messages] = f"[input] messages {spec.messages!r}"
     elif template is None and spec.prompt is not None:
         owners[spec.prompt] = f"[input] prompt {spec.prompt!r}"
+    if spec.images is not None:
+        owners[spec.images] = f"[input] images {spec.images!r}"
     if spec.id is not None:
         owners[spec.id] = f"[input] id {spec.id!r}"
     return RowPlan(
-        False, spec.id, spec.prompt, spec.messages, template, fields, spec.system, keep, owners
+        False, spec.id, spec.prompt, spec.messages, spec.images, template, fields, spec.system,
+        keep, owners,
     )
 
 

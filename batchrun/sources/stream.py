@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from batchrun.errors import InputError
+from batchrun.sources.image_parts import check
 from batchrun.sources.records import jsonl_records, open_parquet, parquet_records, show_path
 from batchrun.sources.rows import InputRow, plan_rows
 from batchrun.sources.unique_ids import count_rows_with_unique_ids
@@ -90,10 +91,12 @@ def iter_rows(
 
 
 def scan(spec: InputSpec, base_dir: Path, keep_columns: Sequence[str] = ()) -> InputScan:
-    """Validate the whole input before anything is sent: rows there, columns, ids unique."""
+    """Validate the whole input before anything is sent: rows, columns, unique ids, images."""
     files = list_files(spec, base_dir)
     keep = tuple(keep_columns)
-    rows = count_rows_with_unique_ids(lambda: _stream(spec, base_dir, keep, 1024), spec.id)
+    rows = count_rows_with_unique_ids(
+        lambda: _checked(_stream(spec, base_dir, keep, 1024)), spec.id
+    )
     if rows == 0:
         raise no_rows(files, base_dir)
     return InputScan(files, rows, input_columns(spec, base_dir))
@@ -123,7 +126,16 @@ def _stream(
             records = parquet_records(path, shown, plan.owners, plan.messages, batch_size)
         else:
             records = jsonl_records(path, shown)
+        folder = path.parent
         for where, rec in records:
-            yield plan.row(rec, where, seq)
+            yield plan.row(rec, where, seq, folder)
             seq += 1
+
+
+def _checked(rows: Iterator[InputRow]) -> Iterator[InputRow]:
+    """The rows, each once its images are found readable (a few header bytes of each file)."""
+    for row in rows:
+        if row.folder is not None:
+            check(row.messages, row.folder, row.where)
+        yield row
 
