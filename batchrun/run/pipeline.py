@@ -133,6 +133,7 @@ class Run:
         spec = self.job.input
         batches = sources.iter_rows(spec, self.job.base_dir, self.job.output.keep_columns)
         remaining = self.rows
+        families = {p.name: p.api for p in self.job.providers}  # image tokens differ by api
         while remaining > 0 and not self.stopping:
             batch = await asyncio.to_thread(next, batches, None)
             if batch is None:
@@ -140,7 +141,7 @@ class Run:
             for row in batch[:remaining]:
                 if self.options.only_ids is not None and row.id not in self.options.only_ids:
                     continue
-                for request in requests_for_row(row, self.job.variants):
+                for request in requests_for_row(row, self.job.variants, families):
                     if self.guard.stopped(request.provider):
                         continue  # the account was refused: left pending for a rerun
                     key = done_key(request.row_id, request.hash)
