@@ -59,17 +59,20 @@ def test_retryable_failures_are_retried_until_ok(
         assert frame.loc[fault, "attempts"] == expected_attempts, fault
 
 
-TERMINAL = {"401": "AuthenticationFailed", "403": "AuthenticationFailed", "404": "NotFound",
-            "400": "BadRequest", "422": "BadRequest", "context": "ContextTooLong"}
+TERMINAL = {"404": "NotFound", "400": "BadRequest", "422": "BadRequest",
+            "context": "ContextTooLong"}
+# A refused key is the account's fault, not the row's: sent once and left pending.
+ACCOUNT = ("401", "403")
 
 
 def test_terminal_failures_are_recorded_at_once(tmp_path: Path, mock: MockThread) -> None:
-    data = [{"id": f, "text": f"hello [[mock:fail={f}]]"} for f in TERMINAL]
+    data = [{"id": f, "text": f"hello [[mock:fail={f}]]"} for f in (*TERMINAL, *ACCOUNT)]
     write_rows(tmp_path / "rows.jsonl", data)
     job = write_job(tmp_path, base_url=mock.base_url, retry={"max_attempts": 5})
     summary = batchrun.run(job)
-    assert summary.exit_code == 1
+    assert (summary.exit_code, summary.refused_requests, summary.pending) == (1, 2, 2)
     frame = batchrun.read(tmp_path / "out").set_index("id")
+    assert not set(ACCOUNT) & set(frame.index)
     for fault, error_type in TERMINAL.items():
         assert frame.loc[fault, "status"] == "error"
         assert frame.loc[fault, "error_type"] == error_type, fault
@@ -167,7 +170,8 @@ def test_api_key_is_sent_but_never_written(
         job = write_job(tmp_path, base_url=server.base_url,
                         provider={"api_key_env": "BATCHRUN_TEST_KEY"})
         summary = batchrun.run(job, output=str(tmp_path / "out"))
-    assert (summary.ok, summary.error) == (3, 1)
+    assert (summary.ok, summary.error, summary.refused_requests) == (3, 0, 1)
+    assert key not in "\n".join(summary.account_lines())
     for path in (tmp_path / "out").rglob("*"):
         if path.is_file():
             assert key.encode() not in path.read_bytes(), path
@@ -182,10 +186,10 @@ def test_a_wrong_key_is_an_error_naming_the_variable(
         write_rows(tmp_path / "rows.jsonl", rows(1))
         job = write_job(tmp_path, base_url=server.base_url,
                         provider={"api_key_env": "BATCHRUN_TEST_KEY"})
-        batchrun.run(job)
-    row = batchrun.read(tmp_path / "out").iloc[0]
-    assert row.error_type == "AuthenticationFailed"
-    assert "$BATCHRUN_TEST_KEY" in row.error_message and "mock" in row.error_message
+        summary = batchrun.run(job)
+    assert (summary.pending, len(batchrun.read(tmp_path / "out"))) == (1, 0)
+    (line,) = summary.account_lines()
+    assert "AuthenticationFailed" in line and "$BATCHRUN_TEST_KEY" in line and "mock" in line
 
 
 def test_rows_with_equal_prompts_are_each_answered_across_a_resume(

@@ -22,6 +22,7 @@ class Stop:
     provider: str
     error_type: str
     message: str
+    stopped: bool  # False: refused now and then, answering in between; nothing was stopped
 
     @property
     def advice(self) -> str:
@@ -38,6 +39,7 @@ class AccountGuard:
     stop_after: int = STOP_AFTER
     in_a_row: dict[str, int] = field(default_factory=dict)
     refused: int = 0  # requests left pending by a refusal, over the whole run
+    # Per provider, its last refusal (and whether it stopped the provider).
     stops: dict[str, Stop] = field(default_factory=dict)
 
     def refusal(self, provider: str, error: AccountRefused) -> bool:
@@ -45,10 +47,11 @@ class AccountGuard:
         self.refused += 1
         count = self.in_a_row.get(provider, 0) + 1
         self.in_a_row[provider] = count
-        if count >= self.stop_after and provider not in self.stops:
-            self.stops[provider] = Stop(provider, error.error_type, error.message)
-            return True
-        return False
+        if self.stopped(provider):
+            return False
+        stops = count >= self.stop_after
+        self.stops[provider] = Stop(provider, error.error_type, error.message, stops)
+        return stops
 
     def answered(self, provider: str) -> None:
         """An answer (or any other outcome) came: the refusals were not in a row after all."""
@@ -56,4 +59,5 @@ class AccountGuard:
 
     def stopped(self, provider: str) -> bool:
         """Whether sending to `provider` has stopped."""
-        return provider in self.stops
+        stop = self.stops.get(provider)
+        return stop is not None and stop.stopped

@@ -23,7 +23,7 @@ class RunSummary:
     cost_usd: float | None
     elapsed_s: float
     stopped: str | None  # "budget" | "interrupted" | None
-    refused: tuple[Stop, ...] = ()  # providers that refused the account, sending stopped
+    refused: tuple[Stop, ...] = ()  # providers that refused the account (some maybe stopped)
     refused_requests: int = 0  # requests a refusal left pending
 
     @property
@@ -31,7 +31,7 @@ class RunSummary:
         """0 all ok, 1 some not ok, 3 budget, 5 an account refused, 130 interrupted."""
         if self.stopped == "interrupted":
             return 130
-        if self.refused:
+        if any(stop.stopped for stop in self.refused):
             return 5
         if self.stopped == "budget":
             return 3
@@ -39,12 +39,9 @@ class RunSummary:
 
     def account_lines(self) -> list[str]:
         """What to say about refused accounts: who refused, what they said, what to do."""
-        lines = [
-            f"{stop.provider} refused the account ({stop.error_type}): {stop.message}; its rows "
-            f"are left pending: {stop.advice}"
-            for stop in self.refused
-        ]
-        if self.refused_requests and not self.refused:
-            lines.append(f"{self.refused_requests} requests were refused by an account and left "
-                         "pending; run the same command again to send them")
+        lines = []
+        for stop in self.refused:
+            what = "sending to it stopped, its rows" if stop.stopped else "the refused requests"
+            lines.append(f"{stop.provider} refused the account ({stop.error_type}): "
+                         f"{stop.message}; {what} are left pending: {stop.advice}")
         return lines
