@@ -17,7 +17,7 @@ from batchrun.errors import AccountRefused
 from batchrun.run.account import AccountGuard
 from batchrun.run.worker import Settings, Stopped, process
 from batchrun.sources import Request, requests_for_row
-from batchrun.store import Previous, done_key
+from batchrun.store import Previous, done_key, revive
 
 if TYPE_CHECKING:
     from batchrun.job import Job
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 # After the first Ctrl-C, requests in flight get this long to finish before they are dropped.
 GRACE_SECONDS = 10.0
+REVIVE_BATCH = 10_000  # old answers looked up together: one pass over the parts per batch
 
 log = logging.getLogger("batchrun")
 
@@ -59,6 +60,7 @@ class Run:
         self.stopping = False
         self.interrupted = False
         self.guard = AccountGuard()
+        self._to_revive: set[tuple[str, str]] = set()
         self._flush_wanted = asyncio.Event()
         self._finished = False
         self._producer: asyncio.Task[None] | None = None
@@ -147,6 +149,10 @@ class Run:
                     key = done_key(request.row_id, request.hash)
                     if key in self.previous.done_ok:
                         self.previous_ok += 1
+                        if key in self.previous.superseded:  # asked for again: A -> B -> A
+                            self._to_revive.add((request.row_id, request.hash))
+                            if len(self._to_revive) >= REVIVE_BATCH:
+                                await self._revive()
                         continue
                     if key in self.previous.done_error:
                         self.previous_error += 1
@@ -155,6 +161,14 @@ class Run:
                         return
                     await self.queues[request.provider].put(request)
             remaining -= len(batch)
+        await self._revive()
+
+    async def _revive(self) -> None:
+        """Write the old answers the job asks for again, so they are the latest once more."""
+        wanted, self._to_revive = self._to_revive, set()
+        if wanted:
+            lines = await asyncio.to_thread(revive, self.sink.root, wanted)
+            await self.sink.append_lines(lines)
 
     async def _work(self, lane: Lane, queue: asyncio.Queue[Request | None]) -> None:
         try:

@@ -46,9 +46,15 @@ class Sink:
 
     async def append(self, record: ResultRecord) -> None:
         """Record one result; once this returns it survives a kill of this process."""
+        await self.append_lines([record.to_line()])
+
+    async def append_lines(self, lines: list[bytes]) -> None:
+        """Record journal lines as they are (results written again by a rerun)."""
+        if not lines:
+            return
         if self._failed is not None:
             raise self._failed
-        self._unwritten.append(record.to_line())
+        self._unwritten.extend(lines)
         if not self._write_scheduled:
             self._write_scheduled = True
             asyncio.get_running_loop().call_soon(self._write_unwritten)

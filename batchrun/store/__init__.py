@@ -1,7 +1,7 @@
 """The run directory's format: layout, journal, Parquet parts, manifest, lock, what is done."""
 
 from batchrun.store.compaction import Compacted, compact
-from batchrun.store.done import Previous, done_key, previous_results
+from batchrun.store.done import Previous, done_key, previous_results, revive
 from batchrun.store.journal import JournalFile, read_journal
 from batchrun.store.layout import (
     JOURNAL_DIR,
@@ -54,6 +54,7 @@ __all__ = [
     "read_manifest",
     "records_to_table",
     "recover",
+    "revive",
     "write_atomically",
     "write_manifest",
 ]
