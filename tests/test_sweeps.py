@@ -18,6 +18,7 @@ import batchrun
 from batchrun.mock import MockThread, expected_content, request_key
 from batchrun.results import build_report, export
 from tests.conftest import write_job, write_rows
+from tests.replay import ReplayServer, load_cases
 
 SCHEMA = {"type": "object", "required": ["label", "confidence"],
           "properties": {"label": {"enum": ["positive", "negative", "neutral"]},
@@ -367,3 +368,17 @@ def test_openai_batch_file_runs_as_is_and_exports_in_the_batch_output_shape(
     # The batch output's bodies are chat.completion objects: they read back like any answer.
     assert all(line["response"]["body"]["object"] == "chat.completion"
                for line in out.values() if line["response"])
+
+
+def test_a_refusal_is_never_parsed_into_a_label_nor_asked_again(tmp_path: Path) -> None:
+    write_rows(tmp_path / "rows.jsonl",
+               [{"id": f"r{i}", "text": "openai_refusal"} for i in range(3)])
+    with ReplayServer({"openai_refusal": load_cases()["openai_refusal"]}) as server:
+        job = write_job(tmp_path, base_url=server.base_url,
+                        parse={"json": True, "fields": ["label"]})
+        summary = batchrun.run(job)
+        assert (summary.ok, server.requests["openai_refusal"]) == (3, 3)  # each asked once
+    frame = batchrun.read(tmp_path / "out")
+    assert set(frame["refusal"]) == {"I'm sorry, I cannot assist with that request."}
+    assert frame["content"].isna().all() and frame["parsed"].isna().all()
+    assert "label" not in frame or frame["label"].isna().all()

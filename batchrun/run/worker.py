@@ -116,5 +116,7 @@ class _Attempt:
         self.paid.append(usage)
         limiter.release(ticket, answered=True, prompt=usage.prompt_tokens,
                         completion=usage.completion_tokens)
-        if self.settings.checker is not None:
+        # A refusal is the model's answer, not a malformed one: never parsed into a label,
+        # never asked again.
+        if self.settings.checker is not None and reply.answer.refusal is None:
             self.structured = self.settings.checker.check(reply.answer.content)
