@@ -323,3 +323,22 @@ def test_prompt_token_estimates_add_each_familys_image_tokens(tmp_path: Path) ->
     first = {r.variant: r.prompt_tokens_est for r in requests_for_row(batch[0], job.variants,
                                                                           families)}
     assert first["anthropic"] - first["openai"] == 1399 - 765
+
+
+def test_a_parquet_messages_column_with_image_parts_sends_no_null_fields(tmp_path: Path) -> None:
+    raw = picture("PNG", (3, 3), seed=9)
+    (tmp_path / "p.png").write_bytes(raw)
+    # Parquet stores the parts as structs, so each part gets every field, null where it had none.
+    pq.write_table(pa.Table.from_pylist([{"id": "a", "m": [{"role": "user", "content": [
+        {"type": "text", "text": "look", "image_url": None},
+        {"type": "image_url", "text": None, "image_url": {"url": "p.png", "detail": None}},
+    ]}]}]), tmp_path / "rows.parquet")
+    job = Job.from_toml(sweep_job(tmp_path, "http://127.0.0.1:9/v1", {
+        "path": "rows.parquet", "id": "id", "messages": "m"}))
+    [[row]] = list(iter_rows(job.input, job.base_dir))
+    families = {p.name: p.api for p in job.providers}
+    body = next(requests_for_row(row, job.variants, families)).body
+    text, image = body["messages"][0]["content"]
+    assert text == {"type": "text", "text": "look"}
+    assert image == {"type": "image_url", "image_url": {
+        "url": "data:image/png;base64," + base64.b64encode(raw).decode()}}
