@@ -93,8 +93,10 @@ def requests_for_row(
     # Every variant and sample sends the row's messages: read its images and estimate its text
     # once; only the image tokens differ between provider families.
     given = row.messages if row.body is None else row.body.get("messages")
-    messages, images = resolve(given, row.folder, row.where) if type(given) is list else (
-        None, [])
+    messages: list[dict[str, Any]] | None = None
+    images: list[Seen] = []
+    if type(given) is list:
+        messages, images = resolve(given, row.folder, row.where)
     text_tokens = estimate_messages_tokens(messages or ())
     per_family: dict[str, int] = {}
     for variant in variants:
