@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
@@ -62,6 +63,9 @@ _JOURNAL_SCHEMA = pa.schema(
     [pa.field(f.name, pa.int64()) if f.name == "finished_at" else f for f in RESULT_SCHEMA]
 )
 _FINISHED_AT = RESULT_SCHEMA.get_field_index("finished_at")
+# Checkpoint tables come and go: the system allocator hands their memory back, where Arrow's
+# default pool would keep what the largest checkpoint needed for the rest of the run.
+_POOL = pa.system_memory_pool()
 
 
 def lines_to_table(lines: list[bytes]) -> pa.Table:
@@ -79,10 +83,12 @@ def lines_to_table(lines: list[bytes]) -> pa.Table:
             parse_options=pajson.ParseOptions(
                 explicit_schema=_JOURNAL_SCHEMA, unexpected_field_behavior="infer"
             ),
+            memory_pool=_POOL,
         )
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
         return records_to_table([orjson.loads(line) for line in lines])
-    finished = table.column(_FINISHED_AT).cast(RESULT_SCHEMA.field(_FINISHED_AT).type)
+    finished = pc.cast(table.column(_FINISHED_AT), RESULT_SCHEMA.field(_FINISHED_AT).type,
+                       memory_pool=_POOL)
     return table.set_column(_FINISHED_AT, RESULT_SCHEMA.field(_FINISHED_AT), finished)
 
 
