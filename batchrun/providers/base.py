@@ -8,6 +8,11 @@ from typing import Any, ClassVar, Protocol
 from batchrun.parse import Answer, SSEEvent
 
 
+def bearer(api_key: str | None) -> dict[str, str]:
+    """`Authorization: Bearer <key>`, the header of OpenAI's APIs and their clones."""
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
 class StreamParser(Protocol):
     """Accumulates one response's stream events into an Answer."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from batchrun.parse import Answer, OpenAIStream, parse_openai
-from batchrun.providers.base import StreamParser, WireFormat
+from batchrun.providers.base import StreamParser, WireFormat, bearer
 
 
 class OpenAIFormat(WireFormat):
@@ -15,7 +15,7 @@ class OpenAIFormat(WireFormat):
     path = "/chat/completions"
 
     def auth_headers(self, api_key: str | None) -> dict[str, str]:
-        return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        return bearer(api_key)
 
     def wire_body(self, body: dict[str, Any]) -> dict[str, Any]:
         if body.get("stream"):

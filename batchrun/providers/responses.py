@@ -18,7 +18,7 @@ from typing import Any
 
 from batchrun.parse import Answer
 from batchrun.parse.responses import ResponsesStream, parse_responses
-from batchrun.providers.base import StreamParser, WireFormat
+from batchrun.providers.base import StreamParser, WireFormat, bearer
 
 
 def refused_params(params: Mapping[str, Any]) -> str | None:
@@ -89,7 +89,7 @@ class ResponsesFormat(WireFormat):
     path = "/responses"
 
     def auth_headers(self, api_key: str | None) -> dict[str, str]:
-        return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        return bearer(api_key)
 
     def wire_body(self, body: dict[str, Any]) -> dict[str, Any]:
         wire = {key: value for key, value in body.items()
