@@ -84,6 +84,15 @@ def _parser() -> argparse.ArgumentParser:
     mock.add_argument("--reasoning", default="none", choices=["none", "field", "think"])
     mock.add_argument("--no-rate-headers", action="store_true",
                       help="send no x-ratelimit-* headers: limits show only as 429s")
+    mock.add_argument("--faults", default="", metavar="KIND=SHARE,...",
+                      help="failures injected at these shares of attempts, whatever the limits: "
+                      "e.g. 429=0.05,500=0.05,drop=0.02,hang=0.01,malformed=0.01")
+    mock.add_argument("--retry-after", type=float, metavar="S",
+                      help="Retry-After of injected 429s, 503s and 529s (default 0, 50 ms)")
+    mock.add_argument("--hang-s", type=float, default=60.0, metavar="S",
+                      help="how long an injected hang holds a request before answering")
+    mock.add_argument("--seed", type=int, default=0,
+                      help="seed of the injected failures' random draws")
     return parser
 
 
@@ -150,10 +159,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"wrote {count} rows to {args.to}")
         return EXIT_OK
     from batchrun.mock import MockConfig, serve
+    from batchrun.mock.config import parse_fault_mix
 
     serve(MockConfig(port=args.port, latency_ms=args.latency_ms, rpm=args.rpm, tpm=args.tpm,
                      window_s=args.window_s, fail_rate=args.fail_rate, shape=args.shape,
-                     reasoning=args.reasoning, rate_headers=not args.no_rate_headers))
+                     reasoning=args.reasoning, rate_headers=not args.no_rate_headers,
+                     faults=parse_fault_mix(args.faults), retry_after_s=args.retry_after,
+                     hang_s=args.hang_s, seed=args.seed))
     return EXIT_OK
 
 

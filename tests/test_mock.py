@@ -30,6 +30,7 @@ from batchrun.mock import (
     request_key,
 )
 from batchrun.mock.answer import LABELS, count_tokens, parse_directives
+from batchrun.mock.config import parse_fault_mix
 from batchrun.mock.limits import FixedWindow, go_duration
 from batchrun.mock.shapes import SHAPES
 
@@ -801,6 +802,43 @@ async def test_fail_rate_injects_failures_reproducibly_by_seed(
     assert first == await outcomes(start, session, seed=7)
     assert first != await outcomes(start, session, seed=8)
     assert 5 < sum(1 for o in first if not o.startswith('200:b\'{"id"')) < 35
+
+
+async def test_fault_mix_injects_each_kind_at_its_share_whatever_the_limits(
+    start: Start, session: aiohttp.ClientSession
+) -> None:
+    mock = await start(faults=(("429", 0.2), ("500", 0.1)), retry_after_s=1.5, seed=4)
+    url = mock.base_url + "/chat/completions"
+    statuses = [(await post(session, url, chat(f"q{i}")))[0] for i in range(400)]
+    assert 0.14 < statuses.count(429) / 400 < 0.26
+    assert 0.05 < statuses.count(500) / 400 < 0.15
+    assert statuses.count(200) + statuses.count(429) + statuses.count(500) == 400
+    assert mock.stats.rate_limited == 0  # none of them came from a limit
+    status, headers, _ = await post(session, url, chat("[[mock:fail=429]]"))
+    assert status == 429 and headers["Retry-After"] == "2" and headers["retry-after-ms"] == "1500"
+
+
+async def test_hang_holds_the_request_then_answers(
+    start: Start, session: aiohttp.ClientSession
+) -> None:
+    mock = await start(hang_s=0.3)
+    started = time.monotonic()
+    status, _, _ = await post(session, mock.base_url + "/chat/completions",
+                              chat("[[mock:fail=hangx1]]"))
+    assert status == 200 and time.monotonic() - started >= 0.3
+    assert mock.stats.injected == {"hang": 1}
+
+
+def test_fault_mix_is_read_from_the_command_line_form() -> None:
+    assert parse_fault_mix("429=0.05, 500=0.05,hang=0.01") == (
+        ("429", 0.05), ("500", 0.05), ("hang", 0.01))
+    assert parse_fault_mix("") == ()
+    for bad in ("429", "429=often"):
+        with pytest.raises(UsageError, match="KIND=SHARE"):
+            parse_fault_mix(bad)
+    for faults in ((("boom", 0.1),), (("429", 0.7), ("500", 0.7)), (("429", -0.1),)):
+        with pytest.raises(UsageError):
+            MockConfig(faults=faults)
 
 
 # --- stats, auth, lifecycle -----------------------------------------------------------------

@@ -12,11 +12,13 @@ One aiohttp server speaks both wire formats on 127.0.0.1 (never another interfac
 Answers are deterministic (`mock.answer`; `expected_content(body)` says what the mock answers),
 limits are stated per minute and enforced per fixed window (`mock.limits`), the six OpenAI-format
 shapes copy real providers' quirks (`mock.openai`), and failures are injected at random
-(`fail_rate`, reproducible by `seed`) or on demand by directives in the last user message:
+(`fail_rate`, reproducible by `seed`), as a mix with a share per kind independent of any limit
+(`faults`, e.g. 5% of 429s with `retry_after_s`, 1% of hangs of `hang_s`), or on demand by
+directives in the last user message:
 
     [[mock:fail=503x2]]   the first 2 attempts of this exact body get 503, later ones succeed
     [[mock:fail=drop]]    every attempt: also truncate, malformed, error200, overloaded (529),
-                          context (400 context_length_exceeded), slow, or any HTTP status
+                          context (400 context_length_exceeded), slow, hang, or any HTTP status
     [[mock:sleep_ms=500]] answer half a second later
     [[mock:think]]        add reasoning
 

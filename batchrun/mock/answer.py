@@ -22,7 +22,7 @@ LABELS = ("positive", "negative", "neutral")
 THINK_DIRECTIVE = "[[mock:think]]"
 # Fault kinds a directive may name besides an HTTP status number.
 FAULT_KINDS = frozenset(
-    {"drop", "truncate", "malformed", "error200", "overloaded", "context", "slow"}
+    {"drop", "truncate", "malformed", "error200", "overloaded", "context", "slow", "hang"}
 )
 _DIRECTIVE = re.compile(r"\[\[mock:([^\]]*)\]\]")
 _VARIED_SHARE = 52  # out of 256: about one seed in five changes the label

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batchrun.errors import UsageError
+from batchrun.mock.answer import FAULT_KINDS
 from batchrun.mock.shapes import SHAPE_TABLE, SHAPES
 
 LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
@@ -29,6 +30,12 @@ class MockConfig:
     rate_headers: bool = True
     api_key: str | None = None
     slow_ms: float = 1000.0  # extra delay of a "slow" injected failure
+    # A mix of injected failures, each kind with its share of attempts, drawn independently of
+    # any limit: (("429", 0.05), ("500", 0.05), ("drop", 0.02), ("hang", 0.01)). See
+    # `parse_fault_mix` for the command line's "429=0.05,500=0.05,drop=0.02,hang=0.01".
+    faults: tuple[tuple[str, float], ...] = ()
+    retry_after_s: float | None = None  # Retry-After of injected 429s, 503s and 529s
+    hang_s: float = 60.0  # how long a "hang" holds a request before answering
 
     def __post_init__(self) -> None:
         if self.host not in LOOPBACK:
@@ -41,6 +48,35 @@ class MockConfig:
             raise UsageError(f"fail_rate must be between 0 and 1, not {self.fail_rate}")
         if self.window_s <= 0 or any(v is not None and v <= 0 for v in (self.rpm, self.tpm)):
             raise UsageError("rpm, tpm and window_s must be positive")
+        for kind, share in self.faults:
+            if not _fault_kind(kind) or not 0.0 <= share <= 1.0:
+                raise UsageError(f"mock fault {kind}={share}: a kind ({', '.join(FAULTS)} or an "
+                                 "HTTP status) and a share between 0 and 1")
+        if sum(share for _, share in self.faults) > 1.0:
+            raise UsageError("the shares of the mock's faults add up to more than 1")
+        if (self.retry_after_s is not None and self.retry_after_s < 0) or self.hang_s < 0:
+            raise UsageError("retry_after_s and hang_s must not be negative")
+
+
+FAULTS = tuple(sorted(FAULT_KINDS))
+
+
+def _fault_kind(kind: str) -> bool:
+    return kind in FAULT_KINDS or (kind.isdigit() and 400 <= int(kind) <= 599)
+
+
+def parse_fault_mix(text: str) -> tuple[tuple[str, float], ...]:
+    """"429=0.05,500=0.05,drop=0.02,hang=0.01" -> (("429", 0.05), ...); UsageError if bad."""
+    mix = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        kind, sep, share = part.partition("=")
+        try:
+            mix.append((kind.strip(), float(share)))
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise UsageError(f"mock fault {part!r}: write KIND=SHARE, as in 429=0.05")
+    return tuple(mix)
 
 
 @dataclass(slots=True)

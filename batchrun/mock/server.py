@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import itertools
+import math
 import random
 import socket
 import time
@@ -175,11 +176,15 @@ class MockProvider:
         fault = directives.fault_for(attempt) if directives.faults else None
         if fault is None and cfg.fail_rate > 0 and self._rng.random() < cfg.fail_rate:
             fault = self._rng.choice(RANDOM_FAULTS)
+        if fault is None and cfg.faults:
+            fault = self._draw_fault()
         delay_ms = cfg.latency_ms + directives.sleep_ms
         if fault is not None:
             stats.injected[fault] = stats.injected.get(fault, 0) + 1
             if fault == "slow":
                 delay_ms, fault = delay_ms + cfg.slow_ms, None
+            elif fault == "hang":  # holds the connection, then answers: for client timeouts
+                delay_ms, fault = delay_ms + cfg.hang_s * 1000, None
         if delay_ms > 0:
             await asyncio.sleep(delay_ms / 1000)
         if fault is None or fault in _SPOILED:
@@ -189,12 +194,16 @@ class MockProvider:
                 request.transport.close()
             return web.Response()
         headers = self._rate_headers(wire)
+        if cfg.retry_after_s is not None and fault in ("429", "503", "overloaded"):
+            wait = cfg.retry_after_s
+            headers.update({"retry-after": f"{math.ceil(wait)}",
+                            "retry-after-ms": f"{round(wait * 1000)}"})
+        elif fault == "429":
+            headers.update({"retry-after": "0", "retry-after-ms": "50"})
         if fault == "overloaded":
             return self._respond(529, wire.overloaded(), headers)
         if fault == "context":
             return self._respond(400, wire.context_error(prompt_tokens(body) + 8192), headers)
-        if fault == "429":
-            headers.update({"retry-after": "0", "retry-after-ms": "50"})
         return self._respond(
             int(fault), wire.error(int(fault), f"mock failure: HTTP {fault}"), headers
         )
@@ -260,6 +269,15 @@ class MockProvider:
         except ConnectionError:
             return response, False
         return response, True
+
+    def _draw_fault(self) -> str | None:
+        """One draw from the configured mix: a kind with its share of attempts, or None."""
+        draw = self._rng.random()
+        for kind, share in self.config.faults:
+            if draw < share:
+                return kind
+            draw -= share
+        return None
 
     def _rate_headers(self, wire: Wire) -> dict[str, str]:
         return wire.rate_headers(self._window) if self.config.rate_headers else {}
