@@ -118,3 +118,24 @@ def _anthropic_quota(headers: Mapping[str, str], kind: str, now: float) -> Quota
         remaining=_number(headers.get(f"{prefix}-remaining")),
         reset_s=_reset_at(headers.get(f"{prefix}-reset"), now),
     )
+
+
+NEAR_ZERO = 0.01  # of the limit: "remaining" this low is a spent quota
+PLENTY = 0.1  # of the limit: this much left is a quota that is not what refused us
+
+
+def quota_state(info: RateInfo) -> str | None:
+    """"spent" if a stated quota is at or near zero, "plenty" if every one has a tenth left.
+
+    None when no quota is stated with both a limit and a remaining count, or in between.
+    """
+    seen = [(q.limit, q.remaining) for q in (info.requests, info.tokens, info.input_tokens,
+                                             info.output_tokens)
+            if q.limit and q.remaining is not None]
+    if not seen:
+        return None
+    if any(left <= max(1.0, NEAR_ZERO * limit) for limit, left in seen):
+        return "spent"
+    if all(left >= PLENTY * limit for limit, left in seen):
+        return "plenty"
+    return None

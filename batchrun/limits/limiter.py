@@ -1,10 +1,11 @@
-"""Per-provider limits that learn: requests/min, tokens/min, concurrency and the 429 cool-down.
+"""Per-provider limits that learn: requests/min, tokens/min, concurrency and pauses.
 
 Limits in a job are ceilings. While running, the limiter reads the provider's rate-limit headers
-on every response and paces to what they state (never above a ceiling); on a 429 it pauses the
-whole provider for the Retry-After, cuts its rate and concurrency multiplicatively, then probes
-back up additively while answers keep coming — all run long, so a limit that changes mid-run is
-followed. Providers that send no headers are handled by the same 429 loop.
+on every response and paces to what they state (never above a ceiling). Every finished attempt
+goes to the `Controller` (`limits.controller`), which tells a limit from noise: a sporadic 429,
+5xx or 529 delays only its own request, while a limit that is being hit pauses the whole
+provider and cuts its pace and concurrency, which then climb back while answers keep coming.
+With no limit known at all, the controller's slow start finds one without a storm.
 
 Providers state limits per minute but enforce them over shorter periods (1,200/min may be checked
 as 200 per 10 s), so we pace evenly and a little under a known limit (`SAFETY_MARGIN`): a
@@ -18,15 +19,22 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
-from batchrun.limits.headers import Quota, parse_rate_headers
+from batchrun.errors import (
+    ConnectionFailed,
+    Overloaded,
+    RateLimited,
+    RequestError,
+    RetryableError,
+    Timeout,
+)
+from batchrun.limits.controller import Controller, Verdict
+from batchrun.limits.evidence import Achieved
+from batchrun.limits.headers import Quota, parse_rate_headers, quota_state
 from batchrun.limits.pacing import Clock, Pacer, Slots
-from batchrun.limits.rate import CUT_FACTOR, MIN_RATE, AdaptiveRate
+from batchrun.limits.rate import AdaptiveRate
 
 Sleep = Callable[[float], Awaitable[None]]
 
-PROBE_EVERY_S = 1.0  # without a 429 for this long, step the rate back up
-PROBE_STEP = 0.04  # ... by this fraction of the rate at the last cut (a 5 s climb back)
-MIN_ANSWERS_TO_MEASURE = 10  # answers in the last 10 s needed to take them as a rate
 TOKEN_BURST_S = 0.2  # token pacers may run this far ahead: what the margin absorbs in 10 s
 TOKEN_RECHECK_S = 0.05  # waiting for tokens, look again this often: refunds free them early
 
@@ -38,6 +46,8 @@ class Ticket:
     tokens: float
     input_tokens: float
     output_tokens: float
+    sent_at: float = 0.0  # the limiter's clock when the attempt was let go
+    seq: int = 0  # its place in the order of sending
 
 
 class ProviderLimiter:
@@ -63,33 +73,45 @@ class ProviderLimiter:
         self.output_tokens = AdaptiveRate(output_tokens_per_minute, clock, burst_s=TOKEN_BURST_S)
         self.slots = Slots(max_concurrency)
         self.max_concurrency = max_concurrency
+        self.controller = Controller(
+            max_concurrency=max_concurrency, clock=clock, max_pause_s=max_pause_s
+        )
         self._cooldown_until = 0.0
         self._max_pause_s = max_pause_s
-        self._last_cut = -1e9
-        self._last_probe = clock()
-        self._cut_requests_rate = 0.0
         self._seen_limits: tuple[str | None, ...] = ()
-        # (answers, tokens) per second of the last few seconds: achieved rates, and the rate
-        # to cut from on a 429 when nothing else is known.
-        self._recent: dict[int, tuple[int, int]] = {}
-        self._first_answer: float | None = None
+        self._acted = 0  # the controller's verdicts already applied
+        self._quota_429: str | None = None  # what the latest 429's headers said of the quota
+        self._achieved = Achieved()
         self.rate_limited = 0
         self.waiting = {"cooldown": 0, "rate": 0, "tokens": 0, "concurrency": 0}
+        self.controller.pace.state(self.requests.limit)
+        self._apply()
 
     async def acquire(self, prompt_tokens: int, max_tokens: int) -> Ticket:
         """Wait until one attempt may be sent; hand the ticket to `release` afterwards."""
-        await self._wait_cooldown()
-        ticket = Ticket(float(prompt_tokens + max_tokens), float(prompt_tokens), float(max_tokens))
-        await self._pace("rate", self.requests, 1.0)
-        await self._pace_tokens(ticket)
-        if not self.slots.try_acquire():
-            self.waiting["concurrency"] += 1
-            try:
-                await self.slots.acquire()
-            finally:
-                self.waiting["concurrency"] -= 1
-        await self._wait_cooldown()  # a 429 seen while we waited pauses us too
-        return ticket
+        wanted = Ticket(float(prompt_tokens + max_tokens), float(prompt_tokens), float(max_tokens))
+        while True:
+            acted = self.controller.acted
+            await self._wait_cooldown()
+            await self._pace("rate", self.requests, 1.0)
+            taken = await self._pace_tokens(wanted)
+            if not self.slots.try_acquire():
+                self.waiting["concurrency"] += 1
+                try:
+                    await self.slots.acquire()
+                finally:
+                    self.waiting["concurrency"] -= 1
+            now = self._clock()
+            if self._cooldown_until <= now and acted == self.controller.acted:
+                return Ticket(wanted.tokens, wanted.input_tokens, wanted.output_tokens, now,
+                              self.controller.sent())
+            # A pause began, or the pace was cut, while we waited: the time we were given
+            # belongs to the old pace (whose queue `_apply` dropped). Give the slot and tokens
+            # back and queue again behind the new one, or every waiter would still leave at the
+            # old spacing, or all at once when the pause ends.
+            self.slots.release()
+            for pacer, amount in taken:
+                pacer.refund(amount)
 
     def release(
         self,
@@ -106,7 +128,7 @@ class ProviderLimiter:
         """
         self.slots.release()
         if answered:
-            self._answered((prompt or 0) + (completion or 0))
+            self._answered((prompt or 0) + (completion or 0), ticket)
             if prompt is None and completion is None:
                 return
         used_in, used_out = float(prompt or 0), float(completion or 0)
@@ -133,14 +155,20 @@ class ProviderLimiter:
             headers.get("anthropic-ratelimit-requests-remaining"),
             headers.get("anthropic-ratelimit-tokens-remaining"),
         )
-        if limits == self._seen_limits and not exhausted:
+        if limits == self._seen_limits and not exhausted and status != 429:
             return
         self._seen_limits = limits
         info = parse_rate_headers(headers, now=time.time())
+        if status == 429:
+            # Read now, used by the 429's own `on_error` a moment later: whether the key's
+            # quota is what refused us is the strongest evidence there is.
+            self._quota_429 = quota_state(info)
         for rate, quota in ((self.requests, info.requests), (self.tokens, info.tokens),
                             (self.input_tokens, info.input_tokens),
                             (self.output_tokens, info.output_tokens)):
             self._learn(rate, quota)
+        self.controller.pace.state(self.requests.limit)
+        self._apply()
 
     def _learn(self, rate: AdaptiveRate, quota: Quota) -> None:
         if quota.limit is not None:
@@ -148,22 +176,39 @@ class ProviderLimiter:
         if quota.remaining == 0 and quota.reset_s:
             self.cool_down(quota.reset_s)
 
-    def on_rate_limited(self, retry_after: float | None, fallback_s: float) -> None:
-        """A 429: pause the provider, and cut rate and concurrency once per burst of 429s."""
+    def on_error(
+        self, error: RequestError, fallback_s: float, ticket: Ticket | None = None
+    ) -> Verdict | None:
+        """A failed attempt (after `release(ticket)`): noise, or a verdict on the provider.
+
+        `fallback_s` is how long to pause when a verdict calls for it and the provider named
+        no time. Errors that say nothing of the provider's load (a bad request, a schema
+        mismatch) are not evidence.
+        """
+        if isinstance(error, RateLimited):
+            return self.on_rate_limited(error.retry_after, fallback_s, ticket=ticket)
+        if not isinstance(error, RetryableError):
+            return None
+        unavailable = isinstance(error, ConnectionFailed | Timeout | Overloaded) or (
+            error.status == 503)
+        verdict = self.controller.failed(
+            error.retry_after, fallback_s, self.slots.used,
+            None if ticket is None else ticket.sent_at, None if ticket is None else ticket.seq,
+            unavailable=unavailable)
+        self._apply()
+        return verdict
+
+    def on_rate_limited(
+        self, retry_after: float | None, fallback_s: float, *, ticket: Ticket | None = None
+    ) -> Verdict:
+        """A 429: noise leaves the others alone; a limit pauses the provider and cuts its pace."""
         self.rate_limited += 1
-        now = self._clock()
-        self.cool_down(retry_after if retry_after is not None else fallback_s)
-        if now - self._last_cut < max(PROBE_EVERY_S, self._cooldown_until - now):
-            return  # the 429s of requests already in flight: one cut is enough
-        self._last_cut = now
-        observed = self.achieved(include_current=True)[0] / 60.0
-        answers = sum(c for s, (c, _) in self._recent.items() if s >= int(now) - 10)
-        # With no rate to cut from (unpaced, and too few answers to measure one), the pause
-        # and the smaller concurrency are all we can do.
-        if self.requests.pacer is not None or answers >= MIN_ANSWERS_TO_MEASURE:
-            self.requests.cut(observed=observed)
-            self._cut_requests_rate = self.requests.aimd or 0.0
-        self.slots.resize(int(self.slots.limit * CUT_FACTOR))
+        quota, self._quota_429 = self._quota_429, None
+        verdict = self.controller.rate_limited(
+            retry_after, fallback_s, quota,
+            None if ticket is None else ticket.sent_at, None if ticket is None else ticket.seq)
+        self._apply()
+        return verdict
 
     def cool_down(self, seconds: float) -> None:
         """Pause every request to this provider for `seconds` (at most `max_pause_s`)."""
@@ -171,8 +216,8 @@ class ProviderLimiter:
         self._cooldown_until = max(self._cooldown_until, self._clock() + seconds)
 
     def describe(self) -> str:
-        """Achieved rates against current limits, what is waited on, and 429s so far."""
-        rpm, tpm = self.achieved()
+        """Achieved rates against current limits, what is waited on and why, 429s so far."""
+        rpm, tpm = self._achieved.per_minute(self._clock())
         rpm_limit, tpm_limit = _per_min(self.requests.pacer), _per_min(self.tokens.pacer)
         parts = [
             f"{rpm:,.0f}/{rpm_limit:,.0f} rpm" if rpm_limit else f"{rpm:,.0f} rpm",
@@ -182,39 +227,38 @@ class ProviderLimiter:
         waits = [f"{what} {n}" for what, n in self.waiting.items() if n]
         if waits:
             parts.append("waiting on " + ", ".join(waits))
+        left = self._cooldown_until - self._clock()
+        why = self.controller.describe()
+        if left > 0 and not why.startswith("cool-down"):
+            why = f"cool-down {left:.1f}s: the headers say a quota is spent" + (
+                f"; {why}" if why else "")
+        if why:
+            parts.append(f"({why})")
         if self.rate_limited:
             parts.append(f"429s {self.rate_limited}")
         return " ".join(parts)
 
-    def _answered(self, tokens: int) -> None:
-        now = self._clock()
-        if self._first_answer is None:
-            self._first_answer = float(int(now))
-        second = int(now)
-        count, used = self._recent.get(second, (0, 0))
-        self._recent[second] = (count + 1, used + tokens)
-        if len(self._recent) > 20:
-            for old in [s for s in self._recent if s < second - 10]:
-                del self._recent[old]
-        if now - self._last_probe >= PROBE_EVERY_S and now - self._last_cut >= PROBE_EVERY_S:
-            self._last_probe = now
-            self.requests.probe(max(self._cut_requests_rate * PROBE_STEP, MIN_RATE))
-            if self.slots.limit < self.max_concurrency:
-                self.slots.resize(self.slots.limit + 1)
+    def _answered(self, tokens: int, ticket: Ticket) -> None:
+        self._achieved.add(self._clock(), tokens)
+        self.controller.answered(ticket.sent_at, ticket.seq)
+        self._apply()
 
-    def achieved(self, *, include_current: bool = False) -> tuple[float, float]:
-        """Requests/min and tokens/min answered over the last ten seconds (or since the first)."""
-        now = self._clock()
-        second = int(now)
-        end = second + 1 if include_current else second
-        window = [v for s, v in self._recent.items() if second - 10 <= s < end]
-        # Early in a run, divide by the time answers have been arriving, not by ten seconds.
-        if self._first_answer is None:
-            return 0.0, 0.0
-        span = min(10.0, (now if include_current else second) - self._first_answer)
-        if span <= 0:
-            return 0.0, 0.0
-        return (sum(c for c, _ in window) * 60.0 / span, sum(t for _, t in window) * 60.0 / span)
+    def _apply(self) -> None:
+        """Bring the pacer, the slots and the pause up to what the controller decided."""
+        controller = self.controller
+        if controller.pace.rate != self.requests.controlled:
+            self.requests.control(controller.pace.rate)
+        concurrency = int(controller.window.size)
+        if concurrency != self.slots.limit:
+            self.slots.resize(concurrency)
+        if controller.pause_until > self._cooldown_until:
+            self._cooldown_until = controller.pause_until
+        if controller.acted != self._acted:
+            self._acted = controller.acted
+            if self.requests.pacer is not None:
+                # The queue of permits granted at the old pace is dropped: its waiters come
+                # back (see `acquire`) and queue afresh at the new pace after the pause.
+                self.requests.pacer.restart(self._cooldown_until)
 
     async def _wait_cooldown(self) -> None:
         while (delay := self._cooldown_until - self._clock()) > 0:
@@ -224,7 +268,7 @@ class ProviderLimiter:
             finally:
                 self.waiting["cooldown"] -= 1
 
-    async def _pace_tokens(self, ticket: Ticket) -> None:
+    async def _pace_tokens(self, ticket: Ticket) -> list[tuple[Pacer, float]]:
         # Tokens are checked, then taken, and re-checked after short sleeps: refunds of
         # over-reserved max_tokens arrive while we wait, and a reservation made up front
         # would not see them.
@@ -232,7 +276,7 @@ class ProviderLimiter:
             (self.tokens, ticket.tokens), (self.input_tokens, ticket.input_tokens),
             (self.output_tokens, ticket.output_tokens)) if r.pacer is not None and amount > 0]
         if not wants:
-            return
+            return wants
         while (delay := max(pacer.delay(amount) for pacer, amount in wants)) > 0:
             self.waiting["tokens"] += 1
             try:
@@ -241,20 +285,21 @@ class ProviderLimiter:
                 self.waiting["tokens"] -= 1
         for pacer, amount in wants:
             pacer.take(amount)
+        return wants
 
     async def _pace(self, what: str, rate: AdaptiveRate, amount: float) -> None:
-        if rate.pacer is None or amount <= 0:
+        pacer = rate.pacer
+        if pacer is None or amount <= 0:
             return
-        delay = rate.pacer.reserve(amount)
+        delay = pacer.reserve(amount)
         if delay > 0:
+            # Requests queue behind our pace: it is what holds them back, so it may grow.
+            self.controller.paced()
             self.waiting[what] += 1
             try:
                 await self._sleep(delay)
             finally:
                 self.waiting[what] -= 1
-
-
-
 
 
 def _per_min(pacer: Pacer | None) -> float | None:

@@ -44,6 +44,10 @@ class Pacer:
         self._rate = rate
         self._tat = now + backlog / rate
 
+    def restart(self, at: float) -> None:
+        """Forget the permits granted so far: evenly spaced permits start afresh at `at`."""
+        self._tat = max(self._clock(), at)
+
     def reserve(self, amount: float = 1.0) -> float:
         """Reserve `amount` permits; returns the seconds to wait before using them."""
         now = self._clock()

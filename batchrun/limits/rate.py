@@ -1,5 +1,5 @@
 """One paced resource (requests, or tokens): the job's ceiling, the limit the provider states,
-and an AIMD rate that a 429 sets and answers grow back."""
+and the pace the controller sets from evidence (`limits.controller`)."""
 
 from __future__ import annotations
 
@@ -7,16 +7,15 @@ from batchrun.limits.pacing import Clock, Pacer
 
 MIN_RATE = 0.1  # per second: a cut never pauses a provider for longer than ten seconds
 SAFETY_MARGIN = 0.02  # pace this fraction under a known limit: jitter at a window's edge
-CUT_FACTOR = 0.8  # a 429 cuts the rate (and concurrency) to this fraction
 
 
 class AdaptiveRate:
-    """One paced resource: a ceiling from the job, a limit learned from headers, an AIMD rate."""
+    """One paced resource: a ceiling from the job, a limit learned from headers, a set pace."""
 
     def __init__(self, ceiling_per_min: float | None, clock: Clock, burst_s: float) -> None:
         self.ceiling = ceiling_per_min / 60.0 if ceiling_per_min else None
         self.learned: float | None = None
-        self.aimd: float | None = None  # set by a 429, grows back until it reaches the limit
+        self.controlled: float | None = None  # per second, set by the controller; None: none
         self.pacer: Pacer | None = None
         self._clock = clock
         self._burst_s = burst_s
@@ -34,26 +33,16 @@ class AdaptiveRate:
             self.learned = per_minute / 60.0
             self._apply()
 
-    def cut(self, observed: float) -> None:
-        """A 429: cut the current rate (or, unpaced, the observed one) multiplicatively."""
-        current = self.pacer.rate if self.pacer is not None else observed
-        self.aimd = max(current * CUT_FACTOR, MIN_RATE)
-        self._apply()
-
-    def probe(self, step: float) -> None:
-        """Answers keep coming: grow the cut rate by `step`, back to the limit at most."""
-        if self.aimd is None:
-            return
-        self.aimd += step
-        limit = self.limit
-        if limit is not None and self.aimd >= limit * (1 - SAFETY_MARGIN):
-            self.aimd = None
-        self._apply()
+    def control(self, rate: float | None) -> None:
+        """Pace at `rate` per second at most (None: only the ceiling and stated limit count)."""
+        if rate != self.controlled:
+            self.controlled = rate
+            self._apply()
 
     def _apply(self) -> None:
         limit = self.limit
         rates = [r * (1 - SAFETY_MARGIN) for r in (limit,) if r] + [
-            r for r in (self.aimd,) if r
+            r for r in (self.controlled,) if r
         ]
         if not rates:
             self.pacer = None

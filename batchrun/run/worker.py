@@ -103,10 +103,13 @@ class _Attempt:
             raise Stopped
         try:
             reply = await self.lane.client.send(request.body)
-        except RateLimited as error:
+        except RetryableError as error:
             limiter.release(ticket)
-            self.tally.rate_limited += 1
-            limiter.on_rate_limited(error.retry_after, self.settings.backoff_initial_s)
+            if isinstance(error, RateLimited):
+                self.tally.rate_limited += 1
+            # The limiter weighs every failure: most are noise and cost only this request's
+            # own wait (the retry policy's); a limit or an outage pauses the whole provider.
+            limiter.on_error(error, self.settings.backoff_initial_s, ticket)
             raise
         except BaseException:
             limiter.release(ticket)
