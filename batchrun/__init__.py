@@ -9,16 +9,29 @@ from typing import TYPE_CHECKING, Any
 
 from batchrun import errors
 from batchrun.job import Job
-from batchrun.run import RunOptions, RunSummary
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from batchrun.engine import RunOptions, RunSummary
 
 __all__ = ["Job", "RunSummary", "arun", "errors", "read", "run"]
 __version__ = "0.1.0"
 
 
+def __getattr__(name: str) -> Any:
+    # `RunSummary` is imported on first use: the write side (aiohttp, pyarrow) stays unloaded
+    # for a script that only reads, validates or estimates.
+    if name == "RunSummary":
+        from batchrun.engine import RunSummary
+
+        return RunSummary
+    raise AttributeError(f"module 'batchrun' has no attribute {name!r}")
+
+
 def _load(job_or_path: Job | str | Path, overrides: dict[str, Any]) -> tuple[Job, RunOptions]:
+    from batchrun.engine import RunOptions
+
     job = job_or_path if isinstance(job_or_path, Job) else Job.from_toml(job_or_path)
     input_path = overrides.pop("input", None)
     output_path = overrides.pop("output", None)
@@ -29,7 +42,7 @@ def _load(job_or_path: Job | str | Path, overrides: dict[str, Any]) -> tuple[Job
 
 async def arun(job_or_path: Job | str | Path, **overrides: Any) -> RunSummary:
     """Run (or resume) a job; overrides: input, output, limit, fresh, retry_errors, progress."""
-    from batchrun.run import arun as _arun
+    from batchrun.engine import arun as _arun
 
     job, options = _load(job_or_path, overrides)
     return await _arun(job, options)

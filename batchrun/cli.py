@@ -130,7 +130,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "run":
         return _run(args)
     if args.command == "validate":
-        from batchrun.run.preflight import validate
+        from batchrun.engine.preflight import validate
 
         print(validate(args.job))
         return EXIT_OK
@@ -170,8 +170,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from batchrun.engine import RunOptions, arun
     from batchrun.job import Job
-    from batchrun.run import RunOptions, arun
 
     job = Job.from_toml(args.job).with_overrides(input_path=args.input, output_path=args.output)
     options = RunOptions(

@@ -15,9 +15,9 @@ import pyarrow.compute as pc
 import pytest
 
 from batchrun import store
+from batchrun.engine.record import ResultRecord
+from batchrun.engine.sink import Sink
 from batchrun.results import read_table
-from batchrun.run.record import ResultRecord
-from batchrun.run.sink import Sink
 from batchrun.store.compaction import compact, drop_covered
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -18,10 +18,10 @@ from aiohttp import web
 
 import batchrun
 from batchrun import store
+from batchrun.engine.record import ResultRecord
+from batchrun.engine.sink import Sink
 from batchrun.errors import StorageError
 from batchrun.mock import MockConfig, MockThread
-from batchrun.run.record import ResultRecord
-from batchrun.run.sink import Sink
 from tests.conftest import write_job, write_rows
 from tests.replay import ReplayServer
 

@@ -14,10 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchrun import store
+from batchrun.engine.record import ResultRecord
+from batchrun.engine.sink import Sink
 from batchrun.errors import OutputDirError
 from batchrun.results import read
-from batchrun.run.record import ResultRecord
-from batchrun.run.sink import Sink
 from batchrun.store import OutputLock, prepare_output, recover
 
 

@@ -15,12 +15,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from batchrun.engine import RunOptions, arun
 from batchrun.errors import UsageError
 from batchrun.estimate.extrapolate import SampledVariant, extrapolate
 from batchrun.estimate.model import SampledEstimate
 from batchrun.estimate.offline import SAMPLE_SEED, as_job, latest_results, scan_input
 from batchrun.job import Job
-from batchrun.run import RunOptions, arun
 from batchrun.sources import requests_for_row
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from batchrun.run.record import ResultRecord
+    from batchrun.engine.record import ResultRecord
 
 
 class Budget:

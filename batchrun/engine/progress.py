@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from tqdm import tqdm
 
-from batchrun.run.tally import Tally
+from batchrun.engine.tally import Tally
 
 log = logging.getLogger("batchrun")
 

@@ -8,15 +8,15 @@ from typing import TYPE_CHECKING
 
 from tenacity import AsyncRetrying
 
+from batchrun.engine.record import ResultRecord, error_record, ok_record
 from batchrun.errors import AccountRefused, RateLimited, RequestError, RetryableError
 from batchrun.parse.usage import sum_usage
-from batchrun.run.record import ResultRecord, error_record, ok_record
 
 if TYPE_CHECKING:
+    from batchrun.engine.lanes import Lane
+    from batchrun.engine.tally import Tally
     from batchrun.parse import AnswerChecker, Structured, Usage
     from batchrun.providers.http import Reply
-    from batchrun.run.lanes import Lane
-    from batchrun.run.tally import Tally
     from batchrun.sources import Request
 
 

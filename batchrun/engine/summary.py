@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from batchrun.run.account import Stop
+from batchrun.engine.account import Stop
 
 
 @dataclass(frozen=True, slots=True)

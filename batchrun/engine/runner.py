@@ -1,7 +1,7 @@
 """The async core: input rows -> requests -> per-provider queues -> workers -> sink.
 
 `arun` checks the job and its input, takes the output directory, sets up the sink, the lanes and
-the progress display, runs the pipeline (`batchrun.run.pipeline`) and sums it up.
+the progress display, runs the pipeline (`batchrun.engine.pipeline`) and sums it up.
 """
 
 from __future__ import annotations
@@ -11,20 +11,20 @@ import errno
 import time
 from pathlib import Path
 
+from batchrun.engine.budget import Budget
+from batchrun.engine.lanes import open_lanes
+from batchrun.engine.options import RunOptions
+from batchrun.engine.pipeline import Run
+from batchrun.engine.preflight import Checked, preflight
+from batchrun.engine.progress import Progress
+from batchrun.engine.retry import retry_policy
+from batchrun.engine.sink import Sink
+from batchrun.engine.summary import RunSummary
+from batchrun.engine.tally import Tally
+from batchrun.engine.worker import Settings
 from batchrun.errors import OutputDirError, StorageError
 from batchrun.job import Job
 from batchrun.parse import AnswerChecker
-from batchrun.run.budget import Budget
-from batchrun.run.lanes import open_lanes
-from batchrun.run.options import RunOptions
-from batchrun.run.pipeline import Run
-from batchrun.run.preflight import Checked, preflight
-from batchrun.run.progress import Progress
-from batchrun.run.retry import retry_policy
-from batchrun.run.sink import Sink
-from batchrun.run.summary import RunSummary
-from batchrun.run.tally import Tally
-from batchrun.run.worker import Settings
 from batchrun.store import OutputLock, prepare_output, previous_results, write_manifest
 
 _OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)

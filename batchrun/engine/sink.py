@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 from batchrun import store
+from batchrun.engine.record import ResultRecord
 from batchrun.errors import StorageError
-from batchrun.run.record import ResultRecord
 
 
 class Sink:

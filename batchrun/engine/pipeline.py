@@ -13,20 +13,20 @@ from contextlib import suppress
 from typing import TYPE_CHECKING
 
 from batchrun import sources
+from batchrun.engine.account import AccountGuard
+from batchrun.engine.worker import Settings, Stopped, process
 from batchrun.errors import AccountRefused
-from batchrun.run.account import AccountGuard
-from batchrun.run.worker import Settings, Stopped, process
 from batchrun.sources import Request, requests_for_row
 from batchrun.store import Previous, done_key, revive
 
 if TYPE_CHECKING:
+    from batchrun.engine.budget import Budget
+    from batchrun.engine.lanes import Lane
+    from batchrun.engine.options import RunOptions
+    from batchrun.engine.progress import Progress
+    from batchrun.engine.sink import Sink
+    from batchrun.engine.tally import Tally
     from batchrun.job import Job
-    from batchrun.run.budget import Budget
-    from batchrun.run.lanes import Lane
-    from batchrun.run.options import RunOptions
-    from batchrun.run.progress import Progress
-    from batchrun.run.sink import Sink
-    from batchrun.run.tally import Tally
 
 # After the first Ctrl-C, requests in flight get this long to finish before they are dropped.
 GRACE_SECONDS = 10.0

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from batchrun.run.record import ResultRecord
+    from batchrun.engine.record import ResultRecord
 
 
 @dataclass(slots=True)
