@@ -121,10 +121,18 @@ def content_text(content: Any) -> str:
     return ""
 
 
+def messages_of(body: Mapping[str, Any]) -> list[Any]:
+    """The messages of a chat body, or the `input` of a Responses body (a string is one)."""
+    messages = body.get("messages", body.get("input"))
+    if isinstance(messages, str):
+        return [{"role": "user", "content": messages}]
+    return messages if isinstance(messages, list) else []
+
+
 def last_user_text(body: Mapping[str, Any]) -> str:
     """The text of the last user message, or "" when there is none."""
-    messages = body.get("messages")
-    if isinstance(messages, list):
+    messages = messages_of(body)
+    if messages:
         for message in reversed(messages):
             if isinstance(message, dict) and message.get("role") == "user":
                 return content_text(message.get("content"))
@@ -138,8 +146,7 @@ def count_tokens(text: str) -> int:
 
 def prompt_tokens(body: Mapping[str, Any]) -> int:
     """About len(text)/4 plus 4 a message, the system prompt counted as one; at least 1."""
-    messages = body.get("messages")
-    messages = messages if isinstance(messages, list) else []
+    messages = messages_of(body)
     chars = sum(len(content_text(m.get("content"))) for m in messages if isinstance(m, dict))
     count = len(messages)
     system = body.get("system")  # Anthropic's top-level system prompt
@@ -237,7 +244,8 @@ def make_answer(
         answer_tokens = count_tokens(answer)
     thought_tokens = count_tokens(thought) if thought is not None else 0
     cut = False
-    budget = body.get("max_completion_tokens", body.get("max_tokens"))
+    budget = body.get("max_completion_tokens", body.get("max_tokens",
+                                                        body.get("max_output_tokens")))
     if (
         answer is not None
         and isinstance(budget, int)

@@ -32,6 +32,7 @@ from batchrun.mock.anthropic import AnthropicWire
 from batchrun.mock.config import MockConfig, MockStats
 from batchrun.mock.limits import FixedWindow
 from batchrun.mock.openai import OpenAIWire
+from batchrun.mock.responses import ResponsesWire
 from batchrun.mock.shapes import SHAPE_TABLE
 
 RANDOM_FAULTS = ("500", "503", "429", "drop", "truncate", "malformed", "error200", "slow")
@@ -40,7 +41,7 @@ _SPOILED = frozenset({"truncate", "malformed", "error200"})  # an HTTP 200 with 
 _MALFORMED = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
 _JSON = "application/json"
 
-Wire = OpenAIWire | AnthropicWire
+Wire = OpenAIWire | AnthropicWire | ResponsesWire
 
 
 class KeepLimit(enum.Enum):
@@ -61,6 +62,7 @@ class MockProvider:
         self.base_url = ""
         self._openai = OpenAIWire(SHAPE_TABLE[self.config.shape], self.config.reasoning == "think")
         self._anthropic = AnthropicWire()
+        self._responses = ResponsesWire()
         self._window = FixedWindow(self.config.rpm, self.config.tpm, self.config.window_s)
         self._rng = random.Random(self.config.seed)
         self._ids = itertools.count(1)
@@ -122,6 +124,8 @@ class MockProvider:
             return await self._complete(request, self._openai)
         if path.endswith("/messages"):
             return await self._complete(request, self._anthropic)
+        if path.endswith("/responses"):
+            return await self._complete(request, self._responses)
         if path == "/_mock/limits":
             try:
                 change = orjson.loads(await request.read() or b"{}")
@@ -302,7 +306,7 @@ def _invalid(body: Any) -> str | None:
         return "the body must be a JSON object"
     if not isinstance(body.get("model"), str):
         return "model: a string is required"
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        return "messages: a non-empty list is required"
+    messages = body.get("messages", body.get("input"))
+    if not messages or not isinstance(messages, list | str):
+        return "messages (or input): a non-empty list is required"
     return None
