@@ -176,3 +176,14 @@ def test_a_request_too_large_for_the_tokens_limit_is_final_for_its_row(
     frame = batchrun.read(tmp_path / "out")
     assert set(frame["error_type"]) == {"RequestTooLarge"}
     assert set(frame["attempts"]) == {1}
+
+
+def test_how_many_refusals_stop_a_provider_is_set_per_provider(
+    tmp_path: Path, rows: Path
+) -> None:
+    with AccountServer(*REFUSALS[0][2:]) as server:
+        job = write_job(tmp_path, base_url=server.base_url, provider={
+            "api": "openai", "max_concurrency": 1, "api_key_env": "ACCOUNT_KEY",
+            "stop_after_account_errors": 1})
+        result = run_cli(job)
+        assert (result.returncode, server.requests) == (5, 1), result.stderr

@@ -12,8 +12,6 @@ from dataclasses import dataclass, field
 
 from batchrun.errors import AccountRefused, AuthenticationFailed
 
-STOP_AFTER = 3  # refusals in a row, with no answer between them, that stop a provider
-
 
 @dataclass(frozen=True, slots=True)
 class Stop:
@@ -34,9 +32,13 @@ class Stop:
 
 @dataclass(slots=True)
 class AccountGuard:
-    """Counts each provider's account refusals in a row and says when to stop it."""
+    """Counts each provider's account refusals in a row and says when to stop it.
 
-    stop_after: int = STOP_AFTER
+    `stop_after` is each provider's `stop_after_account_errors`: refusals in a row, with no
+    answer between them, that stop it.
+    """
+
+    stop_after: dict[str, int] = field(default_factory=dict)
     in_a_row: dict[str, int] = field(default_factory=dict)
     refused: int = 0  # requests left pending by a refusal, over the whole run
     # Per provider, its last refusal (and whether it stopped the provider).
@@ -49,7 +51,7 @@ class AccountGuard:
         self.in_a_row[provider] = count
         if self.stopped(provider):
             return False
-        stops = count >= self.stop_after
+        stops = count >= self.stop_after[provider]
         self.stops[provider] = Stop(provider, error.error_type, error.message, stops)
         return stops
 

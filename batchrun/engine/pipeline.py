@@ -59,7 +59,7 @@ class Run:
         self.queues: dict[str, asyncio.Queue[Request | None]] = {}
         self.stopping = False
         self.interrupted = False
-        self.guard = AccountGuard()
+        self.guard = AccountGuard({p.name: p.stop_after_account_errors for p in job.providers})
         self._to_revive: set[tuple[str, str]] = set()
         self._flush_wanted = asyncio.Event()
         self._finished = False
@@ -228,8 +228,8 @@ class Run:
     def _stop_provider(self, provider: str, refusal: AccountRefused) -> None:
         """Send nothing more to a provider that refused the account; its rows stay pending."""
         log.error("%s refused the account %d times in a row: sending nothing more to it "
-                  "(%s); its unsent rows stay pending", provider, self.guard.stop_after,
-                  refusal.message)
+                  "(%s); its unsent rows stay pending", provider,
+                  self.guard.stop_after[provider], refusal.message)
         queue = self.queues.get(provider)
         if queue is None:
             return

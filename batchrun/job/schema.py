@@ -65,6 +65,7 @@ _DOCS: dict[tuple[type, str], str] = {
     (ProviderSpec, "idle_timeout_seconds"): "longest silence between two reads",
     (ProviderSpec, "headers"): "extra HTTP headers (never a key)",
     (ProviderSpec, "max_response_bytes"): "larger answers are refused, not read",
+    (ProviderSpec, "stop_after_account_errors"): "account refusals in a row that stop it (exit 5)",
     (VariantSpec, "provider"): "the name of a [[provider]]",
     (VariantSpec, "samples"): "requests per row; sample k sends seed + k",
     (VariantSpec, "params"): "merged into the request body as it is",

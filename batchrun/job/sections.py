@@ -181,6 +181,7 @@ def read_provider(t: Table, source: str) -> ProviderSpec:
         timeout_seconds=t.number("timeout_seconds"),
         idle_timeout_seconds=t.number("idle_timeout_seconds"),
         max_response_bytes=t.integer("max_response_bytes"),
+        stop_after_account_errors=t.integer("stop_after_account_errors"),
         headers=_read_headers(t),
         limits=t.choice("limits", ("fixed", "auto"), "fixed" if any_ceiling else "auto"),
         preset=preset_name,

@@ -60,6 +60,8 @@ class ProviderSpec:
     timeout_seconds: float = 300.0
     idle_timeout_seconds: float = 60.0
     max_response_bytes: int = MAX_RESPONSE_BYTES
+    # Account refusals in a row (no quota, no balance, a revoked key) that stop this provider.
+    stop_after_account_errors: int = 3
     headers: Mapping[str, str] = field(default_factory=dict)
     limits: str = "fixed"
     preset: str | None = None
