@@ -50,13 +50,30 @@ async def bare_aiohttp(base_url: str, items: list[dict[str, Any]], concurrency: 
     return ok
 
 
-async def openai_sdk(base_url: str, items: list[dict[str, Any]], concurrency: int) -> int:
-    """What users write instead: AsyncOpenAI + a semaphore + tenacity."""
-    from openai import APIConnectionError, AsyncOpenAI, RateLimitError
+async def openai_sdk(base_url: str, items: list[dict[str, Any]], concurrency: int, *,
+                     request_timeout_s: float | None = None, retry_all: bool = False) -> int:
+    """What users write instead: AsyncOpenAI + a semaphore + tenacity.
+
+    `retry_all` also retries 5xx, timeouts and bodies that are not JSON (what a careful user
+    adds after meeting them), so a run against a faulty provider can end with every row ok.
+    """
+    import json
+
+    from openai import (
+        NOT_GIVEN,
+        APIConnectionError,
+        AsyncOpenAI,
+        InternalServerError,
+        RateLimitError,
+    )
     from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random
 
-    client = AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0)
+    client = AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0,
+                         timeout=NOT_GIVEN if request_timeout_s is None else request_timeout_s)
     semaphore = asyncio.Semaphore(concurrency)
+    retried: tuple[type[Exception], ...] = (RateLimitError, APIConnectionError)
+    if retry_all:
+        retried += (InternalServerError, json.JSONDecodeError)
     ok = 0
 
     async def one(body: dict[str, Any]) -> None:
@@ -64,8 +81,7 @@ async def openai_sdk(base_url: str, items: list[dict[str, Any]], concurrency: in
         async with semaphore:
             async for attempt in AsyncRetrying(
                 stop=stop_after_attempt(6), wait=wait_random(0.1, 1),
-                retry=retry_if_exception_type((RateLimitError, APIConnectionError)),
-                reraise=True,
+                retry=retry_if_exception_type(retried), reraise=True,
             ):
                 with attempt:
                     answer = await client.chat.completions.create(**body)
@@ -115,6 +131,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--model", default="mock-1")
     parser.add_argument("--max-tokens", type=int, default=20)
+    parser.add_argument("--timeout", type=float, help="openai: the client's timeout (s)")
+    parser.add_argument("--retry-all", action="store_true",
+                        help="openai: retry 5xx, timeouts and malformed bodies too")
     args = parser.parse_args()
 
     if args.client == "batchrun":
@@ -125,10 +144,13 @@ def main() -> None:
     else:
         items = bodies(Path(args.rows), args.model, args.max_tokens)
         run = {"bare": bare_aiohttp, "openai": openai_sdk, "litellm": litellm_loop}[args.client]
+        options: dict[str, Any] = {}
         if args.client == "openai":
             import openai  # noqa: F401
+
+            options = {"request_timeout_s": args.timeout, "retry_all": args.retry_all}
         cpu, wall = time.process_time(), time.perf_counter()
-        ok = asyncio.run(run(args.base_url, items, args.concurrency))
+        ok = asyncio.run(run(args.base_url, items, args.concurrency, **options))
     wall = time.perf_counter() - wall
     cpu = time.process_time() - cpu
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -9,113 +9,38 @@ Scenarios:
   import    CPU of `import batchrun`, and whether pandas is loaded by it
   latency   5,000 requests at 200 ms latency, concurrency 100
   limit     mock and job at the same requests/min over 10 s windows: achieved % and 429s
+  auto      a limit the job does not state, halved half-way through (headers, then 429s only)
+  tokens    a tokens/min limit with generous max_tokens
   memory    peak RSS at 20,000 and at 500,000 (1,000,000 without --quick) input rows
+  noise429, faults, hidden10, hidden60: under fire (see bench/fire.py)
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
-import os
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-PY = sys.executable
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def mock_server(*args: str) -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [PY, "-m", "batchrun", "mock", "--port", str(port), *args],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )
-    try:
-        assert process.stdout is not None
-        base_url = process.stdout.readline().strip()
-        yield base_url
-    finally:
-        process.terminate()
-        process.communicate(timeout=10)
-
-
-def mock_stats(base_url: str) -> dict[str, Any]:
-    root = base_url.rsplit("/v1", 1)[0]
-    with urllib.request.urlopen(root + "/_mock/stats") as response:
-        return dict(json.load(response))
-
-
-def reset_mock(base_url: str) -> None:
-    root = base_url.rsplit("/v1", 1)[0]
-    request = urllib.request.Request(root + "/_mock/reset", method="POST")
-    urllib.request.urlopen(request).close()
-
-
-def write_rows(path: Path, n: int) -> Path:
-    with path.open("w") as handle:
-        for i in range(n):
-            handle.write(json.dumps({"id": f"r{i}", "text": f"review {i}: it works well"}) + "\n")
-    return path
-
-
-def write_job(folder: Path, rows: Path, base_url: str, *, concurrency: int,
-              rpm: float | None = None, tpm: float | None = None, max_tokens: int = 20,
-              flush_rows: int = 5000) -> Path:
-    limit = f"requests_per_minute = {rpm}\n" if rpm else ""
-    limit += f"tokens_per_minute = {tpm}\n" if tpm else ""
-    job = folder / "job.toml"
-    job.write_text(f"""name = "bench"
-[input]
-path = "{rows}"
-id = "id"
-prompt = "text"
-[output]
-path = "{folder / 'out'}"
-flush_rows = {flush_rows}
-[[provider]]
-name = "mock"
-api = "openai"
-base_url = "{base_url}"
-max_concurrency = {concurrency}
-{limit}
-[[variant]]
-name = "v"
-provider = "mock"
-model = "mock-1"
-params = {{ max_tokens = {max_tokens} }}
-""")
-    return job
-
-
-def run_client(client: str, *args: str) -> dict[str, Any]:
-    # LiteLLM fetches a price list from the network at import unless told not to.
-    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
-    out = subprocess.run([PY, str(HERE / "clients.py"), client, *args],
-                         capture_output=True, text=True, env=env)
-    if out.returncode != 0:
-        raise SystemExit(f"{client} failed:\n{out.stderr[-3000:]}")
-    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
-
-
-def median_of(runs: list[dict[str, Any]], key: str) -> float:
-    return statistics.median(r[key] for r in runs)
+import fire
+from common import (
+    HERE,
+    PY,
+    median_of,
+    mock_server,
+    mock_stats,
+    per_window,
+    post_limits,
+    reset_mock,
+    run_client,
+    show,
+    write_job,
+    write_rows,
+)
 
 
 def scenario_overhead(tmp: Path, repeat: int, clients: list[str], n: int) -> list[list[str]]:
@@ -191,27 +116,6 @@ def scenario_limit(tmp: Path, rpm: int, seconds: int) -> list[list[str]]:
              str(stats["rate_limited"])]]
 
 
-def post_limits(base_url: str, **limits: float) -> None:
-    root = base_url.rsplit("/v1", 1)[0]
-    request = urllib.request.Request(
-        root + "/_mock/limits", data=json.dumps(limits).encode(), method="POST",
-        headers={"Content-Type": "application/json"},
-    )
-    urllib.request.urlopen(request).close()
-
-
-def per_window(folder: Path, window: float) -> list[tuple[float, int]]:
-    """(window start, answers) over the run, from the results' finished_at."""
-    import batchrun
-
-    times = sorted(batchrun.read(folder / "out")["finished_at"].astype("int64") / 1e6)
-    start = times[0]
-    counts: dict[int, int] = {}
-    for t in times:
-        counts[int((t - start) // window)] = counts.get(int((t - start) // window), 0) + 1
-    return [(k * window, counts.get(k, 0)) for k in range(max(counts) + 1)]
-
-
 def scenario_auto(tmp: Path, seconds: int, headers: bool) -> list[list[str]]:
     """A limit the job does not state; the mock halves it half-way through."""
     rpm, window = 1200, 10.0
@@ -277,15 +181,6 @@ def scenario_memory(tmp: Path, sizes: list[int]) -> list[list[str]]:
     return table
 
 
-def show(title: str, header: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
-    print(f"\n{title}")
-    print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |")
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for row in rows:
-        print("| " + " | ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)) + " |")
-
-
 def available_clients() -> list[str]:
     clients = ["batchrun", "bare"]
     for name in ("openai", "litellm"):
@@ -339,6 +234,25 @@ def main() -> None:
             show(f"(d) tokens/min-bound: job and mock at 24,000 tpm, {seconds} s",
                  ["tpm limit", "max_tokens", "achieved tpm", "of limit", "429s"],
                  scenario_tokens(tmp, seconds))
+        if "noise429" in args.only:
+            n = 1_000
+            show(f"(f) sporadic 429s: {n:,} rows, 5% of attempts answered 429 (Retry-After 1), "
+                 f"no limit, 50 ms, concurrency 100, {repeat} seeds", fire.SIDE_HEADER,
+                 fire.scenario_noise429(tmp, clients, n, repeat))
+        if "faults" in args.only:
+            n = 1_000 if args.quick else 2_000
+            show(f"(g) faults: {n:,} rows; 5% 500s, 5% 429s, 2% resets, 1% hangs of 60 s "
+                 f"(20 s timeout), 1% malformed bodies; 50 ms, concurrency 100, {repeat} seeds",
+                 fire.SIDE_HEADER,
+                 fire.scenario_faults(tmp, clients, n, repeat))
+        hidden = [(w, n) for name, w, n in (("hidden10", 10.0, 1_000), ("hidden60", 60.0, 2_000))
+                  if name in args.only]
+        if hidden:
+            latencies = [50] if args.quick else [50, 0]
+            show("(h) a hidden limit: 20/s, no rate-limit headers, not in the job; "
+                 "concurrency 64", fire.HIDDEN_HEADER,
+                 [row for w, n in hidden for ms in latencies
+                  for row in fire.scenario_hidden(tmp, w, n, ms)])
         if "memory" in args.only:
             sizes = [20_000, 200_000] if args.quick else [20_000, 500_000, 1_000_000]
             show("(e) memory: peak RSS of the batchrun process, zero latency",

@@ -128,9 +128,10 @@ class Controller:
 
     def rate_limited(
         self, retry_after: float | None, fallback_s: float, quota: str | None = None,
-        sent_at: float | None = None, seq: int | None = None,
+        seq: int | None = None,
     ) -> Verdict:
-        """A 429; `quota` is what its headers said: "spent", "plenty" or None (nothing)."""
+        """A 429 of the attempt sent as number `seq`; `quota` is what its headers said:
+        "spent", "plenty" or None (nothing)."""
         now = self._clock()
         if (seq := self._fresh(now, seq)) is None:
             return Verdict.NOISE  # in flight when we acted: already taken into account
@@ -159,9 +160,10 @@ class Controller:
 
     def failed(
         self, retry_after: float | None, fallback_s: float, in_flight: int | None = None,
-        sent_at: float | None = None, seq: int | None = None, *, unavailable: bool = False,
+        seq: int | None = None, *, unavailable: bool = False,
     ) -> Verdict:
-        """A 5xx, 529, reset, timeout or malformed body; `in_flight`: attempts still out.
+        """A 5xx, 529, reset, timeout or malformed body of the attempt sent as number `seq`;
+        `in_flight`: attempts still out.
 
         `unavailable`: the kind that says the provider is not there (refused, reset, timed
         out, 503, 529), which alone can make a DOWN.

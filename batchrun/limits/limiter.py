@@ -191,10 +191,9 @@ class ProviderLimiter:
             return None
         unavailable = isinstance(error, ConnectionFailed | Timeout | Overloaded) or (
             error.status == 503)
-        verdict = self.controller.failed(
-            error.retry_after, fallback_s, self.slots.used,
-            None if ticket is None else ticket.sent_at, None if ticket is None else ticket.seq,
-            unavailable=unavailable)
+        verdict = self.controller.failed(error.retry_after, fallback_s, self.slots.used,
+                                         None if ticket is None else ticket.seq,
+                                         unavailable=unavailable)
         self._apply()
         return verdict
 
@@ -204,9 +203,8 @@ class ProviderLimiter:
         """A 429: noise leaves the others alone; a limit pauses the provider and cuts its pace."""
         self.rate_limited += 1
         quota, self._quota_429 = self._quota_429, None
-        verdict = self.controller.rate_limited(
-            retry_after, fallback_s, quota,
-            None if ticket is None else ticket.sent_at, None if ticket is None else ticket.seq)
+        verdict = self.controller.rate_limited(retry_after, fallback_s, quota,
+                                               None if ticket is None else ticket.seq)
         self._apply()
         return verdict
 
