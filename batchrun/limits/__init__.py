@@ -1,4 +1,4 @@
-"""Per-provider pacing: requests/min, tokens/min, concurrency, learned limits, 429 handling."""
+"""Per-provider pacing: rpm, tpm, concurrency, learned limits, and a limit told from noise."""
 
 from batchrun.limits.limiter import ProviderLimiter, Ticket
 
