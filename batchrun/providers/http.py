@@ -241,6 +241,10 @@ class ProviderClient:
             return RequestTooLarge(
                 f"{name}: HTTP {status}, this request alone is larger than the tokens/min limit; "
                 f"shorten it or lower max_tokens: {detail}", status=status)
+        if status == 429 and isinstance(refined, Overloaded):
+            # An upstream's overload sent as a 429: not your key's limit, and told apart by class.
+            return Overloaded(f"{name}: overloaded (HTTP 429): {detail}",
+                              status=status, retry_after=retry_after)
         if status == 429:
             return RateLimited(f"{name}: rate limited (HTTP 429): {detail}",
                                status=status, retry_after=retry_after)
