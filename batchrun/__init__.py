@@ -37,11 +37,16 @@ def _load(job_or_path: Job | str | Path, overrides: dict[str, Any]) -> tuple[Job
     output_path = overrides.pop("output", None)
     job = job.with_overrides(input_path=input_path, output_path=output_path)
     overrides.setdefault("progress", False)
+    if isinstance(overrides.get("shard"), str):  # shard="I/N", as on the command line
+        from batchrun.sources import Shard
+
+        overrides["shard"] = Shard.parse(overrides["shard"], "shard")
     return job, RunOptions(**overrides)
 
 
 async def arun(job_or_path: Job | str | Path, **overrides: Any) -> RunSummary:
-    """Run (or resume) a job; overrides: input, output, limit, fresh, retry_errors, progress."""
+    """Run (or resume) a job; overrides: input, output, limit, fresh, retry_errors, progress,
+    shard ("I/N": one shard of the rows, in DIR/shards/I-of-N)."""
     from batchrun.engine import arun as _arun
 
     job, options = _load(job_or_path, overrides)

@@ -9,10 +9,16 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 
 from batchrun.errors import StorageError, UsageError
+
+if TYPE_CHECKING:
+    from batchrun.engine import RunSummary
+    from batchrun.job import Job
 
 EXIT_OK, EXIT_SOME_ERRORS, EXIT_USAGE, EXIT_BUDGET, EXIT_INTERNAL = 0, 1, 2, 3, 4
 EXIT_INTERRUPTED = 130
@@ -37,6 +43,26 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--retry-errors", action="store_true",
                      help="send again the requests that ended in error")
     run.add_argument("--no-progress", action="store_true", help="no progress bar or log lines")
+    where = run.add_mutually_exclusive_group()
+    where.add_argument("--shard", metavar="I/N",
+                       help="run only shard I of N (rows by a hash of their id), in "
+                       "DIR/shards/I-of-N with 1/N of the limits; default: BATCHRUN_SHARD, a "
+                       "Slurm array or a Kubernetes indexed Job (with --shards)")
+    where.add_argument("--processes", type=int, metavar="P",
+                       help="run P shards as processes of this machine, one progress display")
+    where.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                       help="run the shards as Ray tasks (a local cluster without ADDRESS), one "
+                       "limit shared by all (needs the extra batchrun[ray])")
+    run.add_argument("--shards", type=int, metavar="N",
+                     help="how many shards: with JOB_COMPLETION_INDEX (a Kubernetes indexed "
+                     "Job), or the number of Ray tasks (default: the cluster's CPUs)")
+    run.add_argument("--progress-events", action="store_true", help=argparse.SUPPRESS)
+
+    compact = commands.add_parser(
+        "compact", help="merge a run's checkpoint parts into a few large ones",
+        description="Merge the many small Parquet parts of a stopped run (every shard of it) "
+        "into a few large ones; readers see every result once throughout.")
+    compact.add_argument("dir", help="the run's output directory")
 
     validate = commands.add_parser(
         "validate", help="check a job, its input and its keys without sending anything",
@@ -147,6 +173,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         else:
             print(format_report(report))
         return EXIT_OK
+    if args.command == "compact":
+        return _compact(args.dir)
     if args.command == "schema":
         from batchrun.job.schema import job_schema
 
@@ -171,14 +199,79 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from batchrun.engine import RunOptions, arun
+    from batchrun.engine.shards import shard_from_environment
     from batchrun.job import Job
+    from batchrun.sources import Shard
 
     job = Job.from_toml(args.job).with_overrides(input_path=args.input, output_path=args.output)
+    if args.processes is not None or args.ray is not None:
+        return _run_many(args, job)
+    shard = (Shard.parse(args.shard) if args.shard is not None
+             else shard_from_environment(os.environ, args.shards))
     options = RunOptions(
         limit=args.limit, fresh=args.fresh, retry_errors=args.retry_errors,
-        progress=not args.no_progress, handle_signals=True,
+        progress=not args.no_progress, handle_signals=True, shard=shard,
+        progress_events=args.progress_events,
     )
+    if args.progress_events:
+        from batchrun.cluster.processes import emit_summary, watch_parent
+
+        watch_parent()
+        summary = asyncio.run(arun(job, options))
+        emit_summary(summary)
+        return summary.exit_code
     summary = asyncio.run(arun(job, options))
+    return _print_summary(summary)
+
+
+def _run_many(args: argparse.Namespace, job: Job) -> int:
+    """--processes P or --ray: the shards side by side, one summary."""
+    root = job.output_path()
+    if args.ray is not None:
+        from batchrun.cluster.ray_tasks import run_on_ray
+        from batchrun.engine import RunOptions
+
+        options = RunOptions(limit=args.limit, fresh=args.fresh, retry_errors=args.retry_errors,
+                             progress=not args.no_progress)
+        return _print_summary(run_on_ray(job, options, args.shards, args.ray or None))
+    from batchrun.cluster.processes import run_processes
+
+    passed = ["--output", str(root)]
+    if args.input is not None:
+        passed += ["--input", str(Path(args.input).resolve())]
+    if args.limit is not None:
+        passed += ["--limit", str(args.limit)]
+    if args.retry_errors:
+        passed.append("--retry-errors")
+    outcome = run_processes(str(Path(args.job).resolve()), args.processes, root, passed=passed,
+                            fresh=args.fresh, progress=not args.no_progress)
+    if outcome.summary is None:
+        return outcome.exit_code
+    return _print_summary(outcome.summary)
+
+
+def _compact(directory: str) -> int:
+    from batchrun.store import OutputLock, compact, recover, shard_folders
+
+    root = Path(directory)
+    if not root.is_dir():
+        raise UsageError(f"{root}: no such output directory")
+    folders = [folder for _, folder in shard_folders(root)] or [root]
+    before = after = 0
+    for folder in folders:
+        lock = OutputLock(folder)
+        lock.acquire()  # a live run's parts are its own: refused, naming its pid
+        try:
+            recover(folder)
+            done = compact(folder)
+        finally:
+            lock.release()
+        before, after = before + done.parts_before, after + done.parts_after
+    print(f"{root}: {before} parts merged into {after}")
+    return EXIT_OK
+
+
+def _print_summary(summary: RunSummary) -> int:
     tokens = summary.tokens
     cost = "unpriced" if summary.cost_usd is None else f"${summary.cost_usd:.4f}"
     lines = [

@@ -306,7 +306,7 @@ def test_a_key_echoed_in_every_field_leaves_no_12_character_piece_in_any_file_or
 
     keys = (OPENAI_KEY, ANTHROPIC_KEY)
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
-    assert len(written) > 20
+    assert len(written) > 15  # the runs' journals, parts, exports, manifests and job copies
     for path in written:
         for text in texts_of(path):
             assert_no_piece_of(keys, str(path), text)

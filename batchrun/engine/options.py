@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from batchrun.sources import Shard
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,3 +24,13 @@ class RunOptions:
     # Called once the output directory is this run's and before anything is sent, so that
     # "sending for real" is never said by a run that is then refused (estimate --sample).
     on_start: Callable[[], None] | None = None
+    # This process runs one shard of the job: its rows, its folder, its share of the limits.
+    shard: Shard | None = None
+    # Provider name -> a limit shared by every shard (a Ray actor's leases); then the shard's
+    # limits are not divided, since the shared one holds the total.
+    shared_limits: Mapping[str, Any] | None = None
+    # Progress as JSON lines on stdout instead of a bar, for a parent process that shows one.
+    progress_events: bool = False
+    # Batch variants: submit their provider batches and return, leaving them to run; the same
+    # command later collects them.
+    detach: bool = False

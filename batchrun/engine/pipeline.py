@@ -136,11 +136,14 @@ class Run:
         batches = sources.iter_rows(spec, self.job.base_dir, self.job.output.keep_columns)
         remaining = self.rows
         families = {p.name: p.api for p in self.job.providers}  # image tokens differ by api
+        shard = self.options.shard
         while remaining > 0 and not self.stopping:
             batch = await asyncio.to_thread(next, batches, None)
             if batch is None:
                 return
             for row in batch[:remaining]:
+                if shard is not None and not shard.owns(row.id):
+                    continue  # another shard's row
                 if self.options.only_ids is not None and row.id not in self.options.only_ids:
                     continue
                 for request in requests_for_row(row, self.job.variants, families):

@@ -24,9 +24,10 @@ class Checked:
     keys: dict[str, str | None]
 
 
-def preflight(job: Job) -> Checked:
+def preflight(job: Job, shard: sources.Shard | None = None, limit: int | None = None) -> Checked:
     """Check the whole input, the column names and the key variables; send nothing."""
-    scan = sources.scan(job.input, job.base_dir, job.output.keep_columns)
+    scan = sources.scan(job.input, job.base_dir, job.output.keep_columns, shard=shard,
+                        limit=limit)
     check_columns(job)
     return Checked(scan, api_keys(job))
 

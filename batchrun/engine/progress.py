@@ -7,6 +7,7 @@ import sys
 import time
 from collections.abc import Callable
 
+import orjson
 from tqdm import tqdm
 
 from batchrun.engine.tally import Tally
@@ -14,6 +15,7 @@ from batchrun.engine.tally import Tally
 log = logging.getLogger("batchrun")
 
 LOG_EVERY_S = 10.0
+EVENT_EVERY_S = 0.5  # progress events for a parent process (--processes): its bar's pace
 
 
 class Progress:
@@ -27,6 +29,7 @@ class Progress:
         tally: Tally,
         enabled: bool,
         waiting: Callable[[], str] = lambda: "",
+        events: bool = False,
     ) -> None:
         self._tally = tally
         self._waiting = waiting
@@ -36,8 +39,10 @@ class Progress:
         self._bar: tqdm[None] | None = None
         self._total = total
         self._already = already_done
-        self._log_lines = enabled and not sys.stderr.isatty()
-        if enabled and sys.stderr.isatty():
+        self._events = events
+        self._last_event = 0.0
+        self._log_lines = enabled and not events and not sys.stderr.isatty()
+        if enabled and not events and sys.stderr.isatty():
             self._bar = tqdm(
                 total=total, unit="req", dynamic_ncols=True,
                 smoothing=0.1, file=sys.stderr,
@@ -47,6 +52,9 @@ class Progress:
         """Bring the display up to date with the tally."""
         tally = self._tally
         done = tally.ok + tally.error + self._already()
+        if self._events:
+            self._event(done)
+            return
         elapsed = max(time.monotonic() - self._started, 1e-9)
         text = self.describe(elapsed)
         if self._bar is not None:
@@ -75,8 +83,25 @@ class Progress:
             parts.append(waiting)
         return " ".join(parts)
 
+    def _event(self, done: int, *, final: bool = False) -> None:
+        """One JSON line on stdout, which the parent of a shard process reads."""
+        now = time.monotonic()
+        if not final and now - self._last_event < EVENT_EVERY_S:
+            return
+        self._last_event = now
+        tally = self._tally
+        event = {"event": "progress", "done": done, "total": self._total, "ok": tally.ok,
+                 "error": tally.error, "tokens": tally.total_tokens,
+                 "cost_usd": tally.cost_usd if tally.priced_rows else None,
+                 "rate_limited": tally.rate_limited}
+        sys.stdout.write(orjson.dumps(event).decode() + "\n")
+        sys.stdout.flush()
+
     def close(self) -> None:
         """Final refresh and tear-down of the bar."""
+        if self._events:
+            tally = self._tally
+            self._event(tally.ok + tally.error + self._already(), final=True)
         if self._bar is not None:
             self.refresh()
             self._bar.close()

@@ -53,6 +53,8 @@ class ResultRecord:
     error_message: str | None = None
     response_id: str | None = None
     raw: str | None = None
+    mode: str = "online"  # "batch" for rows answered through a provider's batch API
+    batch_id: str | None = None
     extra: Mapping[str, Any] | None = None
 
     @property
@@ -74,6 +76,7 @@ class ResultRecord:
         return orjson.dumps(row, default=str) + b"\n"
 
 
+# `shard` is not a record field: readers set it from the shard folder a result lies in.
 _COLUMNS = tuple(f.name for f in fields(ResultRecord) if f.name != "extra")
 _values = operator.attrgetter(*_COLUMNS)
 

@@ -18,6 +18,7 @@ from batchrun.engine.pipeline import Run
 from batchrun.engine.preflight import Checked, preflight
 from batchrun.engine.progress import Progress
 from batchrun.engine.retry import retry_policy
+from batchrun.engine.shards import check_layout, shard_job
 from batchrun.engine.sink import Sink
 from batchrun.engine.summary import RunSummary
 from batchrun.engine.tally import Tally
@@ -25,15 +26,26 @@ from batchrun.engine.worker import Settings
 from batchrun.errors import OutputDirError, StorageError
 from batchrun.job import Job
 from batchrun.parse import AnswerChecker
-from batchrun.store import OutputLock, prepare_output, previous_results, write_manifest
+from batchrun.store import (
+    OutputLock,
+    compact,
+    prepare_output,
+    previous_results,
+    write_manifest,
+)
 
 _OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 async def arun(job: Job, options: RunOptions | None = None) -> RunSummary:
-    """Run (or resume) a job and return its summary."""
+    """Run (or resume) a job, or one shard of it, and return its summary."""
     options = options or RunOptions()
-    checked = await asyncio.to_thread(preflight, job)
+    shard = options.shard
+    if shard is not None or not options.fresh:  # --fresh of a whole run clears its shards too
+        check_layout(job.output_path(), shard)
+    if shard is not None:
+        job = shard_job(job, shard, divide_limits=options.shared_limits is None)
+    checked = await asyncio.to_thread(preflight, job, shard, options.limit)
     root = job.output_path()
     if root.exists() and not root.is_dir():
         raise OutputDirError(f"{root}: exists and is not a directory; choose another output path")
@@ -44,7 +56,11 @@ async def arun(job: Job, options: RunOptions | None = None) -> RunSummary:
         prepare_output(root, fresh=options.fresh)
         if options.on_start is not None:
             options.on_start()
-        return await _run_locked(job, options, checked, root)
+        summary = await _run_locked(job, options, checked, root)
+        if summary.stopped is None:
+            # A finished run leaves a few large parts, not one per checkpoint.
+            await asyncio.to_thread(compact, root)
+        return summary
     except OSError as error:
         # The journal maps its own write errors; a full disk can also refuse a new segment,
         # the manifest or a checkpoint's folder, and deserves the same words there.
@@ -61,12 +77,18 @@ async def _run_locked(
     started = time.monotonic()
     scan = checked.scan
     rows = scan.rows if options.limit is None else min(scan.rows, options.limit)
+    shard = options.shard
     sink = Sink(root, flush_rows=job.output.flush_rows, flush_seconds=job.output.flush_seconds)
     await asyncio.to_thread(sink.open)
     try:
         previous = await asyncio.to_thread(previous_results, root, options.retry_errors)
-        write_manifest(root, job, input_rows=scan.rows, limit=options.limit)
-        counted_rows = rows if options.only_ids is None else min(rows, len(options.only_ids))
+        if shard is None:
+            write_manifest(root, job, input_rows=scan.rows, limit=options.limit)
+        else:  # a shard expects its own rows: --limit is already applied to them
+            write_manifest(root, job, input_rows=scan.selected, shard=str(shard))
+        counted_rows = scan.selected
+        if options.only_ids is not None:
+            counted_rows = min(counted_rows, len(options.only_ids))
         total = counted_rows * job.requests_per_row
         tally = Tally()
         budget = Budget(job.budget.max_usd, previous.spent)
@@ -81,6 +103,7 @@ async def _run_locked(
             progress = Progress(
                 total=total, already_done=run.settled_before, tally=tally,
                 enabled=options.progress, waiting=run.describe_waiting,
+                events=options.progress_events,
             )
             try:
                 await run.execute(progress)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from batchrun.engine.account import Stop
 
@@ -36,6 +38,20 @@ class RunSummary:
         if self.stopped == "budget":
             return 3
         return 1 if self.error or self.refused_requests else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able form, as a shard process hands its summary to its parent."""
+        data = dataclasses.asdict(self)
+        data["output"] = str(self.output)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunSummary:
+        """The inverse of `to_dict`."""
+        fields = dict(data)
+        fields["output"] = Path(fields["output"])
+        fields["refused"] = tuple(Stop(**stop) for stop in fields.get("refused", ()))
+        return cls(**fields)
 
     def account_lines(self) -> list[str]:
         """What to say about refused accounts: who refused, what they said, what to do."""

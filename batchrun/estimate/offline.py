@@ -136,7 +136,7 @@ def as_job(job: Job | str | Path) -> Job:
 
 
 def latest_results(root: Path) -> pa.Table | None:
-    table = store.read_all(root) if root.is_dir() else None
+    table = store.read_run(root) if root.is_dir() else None
     return None if table is None else store.latest_per_key(table)
 
 

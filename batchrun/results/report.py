@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 
 from batchrun.results.read import read_table
-from batchrun.store import read_manifest
+from batchrun.store import read_manifest, shard_folders
 
 TOKEN_KINDS = ("prompt", "completion", "reasoning", "cached", "total")
 
@@ -36,7 +36,9 @@ def build_report(root: str | Path) -> dict[str, Any]:
     """Counts, tokens, cost, latency and errors of the run in `root`."""
     root = Path(root)
     table = read_table(root)
-    manifest = read_manifest(root) or {}
+    folders = shard_folders(root)
+    manifest = _merged_manifest([read_manifest(f) for _, f in folders]) if folders else (
+        read_manifest(root) or {})
     job = manifest.get("job", {})
     variants = {v["name"]: v for v in job.get("variant", [])}
     input_rows = int(manifest.get("input_rows", 0))
@@ -94,7 +96,40 @@ def build_report(root: str | Path) -> dict[str, Any]:
         "unpriced_variants": sorted(name for name, p in priced.items() if not p),
         "by_variant": by_variant,
         "errors": errors,
+        "shards": _shards(table, folders) if folders else None,
     }
+
+
+def _merged_manifest(manifests: list[dict[str, Any] | None]) -> dict[str, Any]:
+    """The manifests of a run's shards as one: the job, and the rows of the shards started."""
+    started = [m for m in manifests if m is not None]
+    if not started:
+        return {}
+    return {**started[0], "input_rows": sum(int(m.get("input_rows", 0)) for m in started),
+            "limit": None}
+
+
+def _shards(table: pa.Table, folders: list[tuple[str, Path]]) -> dict[str, Any]:
+    """Per shard: ok / error / pending against the requests it expects (once it has started)."""
+    counts: dict[tuple[str, str], int] = {}
+    for shard, status in zip(table.column("shard").to_pylist(),
+                             table.column("status").to_pylist(), strict=True):
+        counts[shard, status] = counts.get((shard, status), 0) + 1
+    count = int(folders[0][0].rsplit("-", 1)[1])
+    found = dict(folders)
+    shards: dict[str, Any] = {}
+    for index in range(count):
+        name = f"{index}-of-{count}"
+        manifest = read_manifest(found[name]) if name in found else None
+        ok, error = counts.get((name, "ok"), 0), counts.get((name, "error"), 0)
+        expected = None if manifest is None else int(manifest.get("expected", 0))
+        shards[name] = {
+            "ok": ok, "error": error,
+            "pending": None if expected is None else max(0, expected - ok - error),
+            "started": manifest is not None,
+        }
+    return {"count": count, "started": sum(s["started"] for s in shards.values()),
+            "by_shard": shards}
 
 
 def _cost_by(rows: list[dict[str, Any]], key: str, priced: dict[str, bool]) -> dict[str, Any]:
@@ -137,4 +172,12 @@ def format_report(report: dict[str, Any]) -> str:
         )
     for kind, entry in report["errors"].items():
         lines.append(f"  error {kind} x{entry['count']}: {entry['example']}")
+    shards = report.get("shards")
+    if shards:
+        unseen = shards["count"] - shards["started"]
+        note = f" (the rows of {unseen} not started are not counted above)" if unseen else ""
+        lines.append(f"shards    {shards['started']} of {shards['count']} started{note}")
+        for name, v in shards["by_shard"].items():
+            pending = "not started" if not v["started"] else f"{v['pending']} pending"
+            lines.append(f"  {name}: {v['ok']} ok, {v['error']} error, {pending}")
     return "\n".join(lines)

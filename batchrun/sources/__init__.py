@@ -3,6 +3,7 @@
 from batchrun.sources.records import is_openai_batch, jsonl_records, open_parquet, show_path
 from batchrun.sources.requests import DEFAULT_COMPLETION_RESERVATION, Request, requests_for_row
 from batchrun.sources.rows import InputRow
+from batchrun.sources.shards import Shard, id_hash
 from batchrun.sources.stream import (
     InputScan,
     input_columns,
@@ -17,6 +18,8 @@ __all__ = [
     "InputRow",
     "InputScan",
     "Request",
+    "Shard",
+    "id_hash",
     "input_columns",
     "is_openai_batch",
     "iter_rows",

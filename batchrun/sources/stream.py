@@ -19,7 +19,8 @@ from batchrun.errors import InputError
 from batchrun.sources.image_parts import check
 from batchrun.sources.records import jsonl_records, open_parquet, parquet_records, show_path
 from batchrun.sources.rows import InputRow, plan_rows
-from batchrun.sources.unique_ids import count_rows_with_unique_ids
+from batchrun.sources.shards import Shard
+from batchrun.sources.unique_ids import id_hashes_checked_unique
 
 if TYPE_CHECKING:
     from batchrun.job import InputSpec
@@ -34,6 +35,8 @@ class InputScan:
     files: tuple[Path, ...]
     rows: int
     columns: tuple[str, ...]
+    # Rows this run sends: of the first `limit` rows, those of its shard (all rows without).
+    selected: int
 
 
 def list_files(spec: InputSpec, base_dir: Path) -> tuple[Path, ...]:
@@ -90,16 +93,28 @@ def iter_rows(
         yield batch
 
 
-def scan(spec: InputSpec, base_dir: Path, keep_columns: Sequence[str] = ()) -> InputScan:
-    """Validate the whole input before anything is sent: rows, columns, unique ids, images."""
+def scan(
+    spec: InputSpec,
+    base_dir: Path,
+    keep_columns: Sequence[str] = (),
+    *,
+    shard: Shard | None = None,
+    limit: int | None = None,
+) -> InputScan:
+    """Validate the whole input before anything is sent: rows, columns, unique ids, images.
+
+    Every shard checks the whole input: a duplicate id or a bad line anywhere stops them all.
+    """
     files = list_files(spec, base_dir)
     keep = tuple(keep_columns)
-    rows = count_rows_with_unique_ids(
+    hashes = id_hashes_checked_unique(
         lambda: _checked(_stream(spec, base_dir, keep, 1024)), spec.id
     )
-    if rows == 0:
+    if hashes.size == 0:
         raise no_rows(files, base_dir)
-    return InputScan(files, rows, input_columns(spec, base_dir))
+    chosen = hashes[:limit]
+    selected = len(chosen) if shard is None else int((chosen % shard.count == shard.index).sum())
+    return InputScan(files, int(hashes.size), input_columns(spec, base_dir), selected)
 
 
 def no_rows(files: Sequence[Path], base_dir: Path) -> InputError:

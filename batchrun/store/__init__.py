@@ -8,6 +8,7 @@ from batchrun.store.layout import (
     MANIFEST,
     OWNED_NAMES,
     PARTS_DIR,
+    SHARDS_DIR,
     journal_path,
     list_journals,
     list_parts,
@@ -26,6 +27,7 @@ from batchrun.store.parts import (
     write_atomically,
 )
 from batchrun.store.recovery import recover
+from batchrun.store.sharded import read_run, shard_counts, shard_folders
 
 __all__ = [
     "JOURNAL_DIR",
@@ -34,6 +36,7 @@ __all__ = [
     "PARTS_DIR",
     "RESULT_COLUMNS",
     "RESULT_SCHEMA",
+    "SHARDS_DIR",
     "Compacted",
     "JournalFile",
     "OutputLock",
@@ -52,9 +55,12 @@ __all__ = [
     "read_all",
     "read_journal",
     "read_manifest",
+    "read_run",
     "records_to_table",
     "recover",
     "revive",
+    "shard_counts",
+    "shard_folders",
     "write_atomically",
     "write_manifest",
 ]

@@ -4,6 +4,7 @@
     DIR/journal/NNNNNN.jsonl   results as they arrive, one JSON line each (plain writes)
     DIR/parts/NNNNNN.parquet   checkpoints: journal segment NNNNNN turned into Parquet
     DIR/.lock                  held (flock) by the live run
+    DIR/shards/I-of-N/         a sharded run: one such directory, laid out as above, per shard
 
 A journal segment whose part exists is already checkpointed; one without is read as it is, its
 torn last line (a write cut by a crash) skipped. Parts sort in the order results arrived, so
@@ -19,7 +20,10 @@ MANIFEST = "batchrun.json"
 JOURNAL_DIR = "journal"
 PARTS_DIR = "parts"
 LOCK = ".lock"
-OWNED_NAMES = frozenset({MANIFEST, MANIFEST + ".tmp", JOURNAL_DIR, PARTS_DIR, LOCK, "run.log"})
+SHARDS_DIR = "shards"  # DIR/shards/I-of-N/: one such directory per shard of a sharded run
+OWNED_NAMES = frozenset(
+    {MANIFEST, MANIFEST + ".tmp", JOURNAL_DIR, PARTS_DIR, LOCK, "run.log", SHARDS_DIR}
+)
 
 
 def segment_name(seq: int, suffix: str) -> str:

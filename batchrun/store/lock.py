@@ -57,7 +57,7 @@ def prepare_output(root: Path, *, fresh: bool) -> None:
                 f"{root}: --fresh refuses to clear a directory holding files batchrun did not "
                 f"make ({', '.join(foreign[:5])}); choose an empty or batchrun-made directory"
             )
-        for name in (layout.JOURNAL_DIR, layout.PARTS_DIR):
+        for name in (layout.JOURNAL_DIR, layout.PARTS_DIR, layout.SHARDS_DIR):
             shutil.rmtree(root / name, ignore_errors=True)
         (root / layout.MANIFEST).unlink(missing_ok=True)
     (root / layout.JOURNAL_DIR).mkdir(parents=True, exist_ok=True)

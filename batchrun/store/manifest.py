@@ -16,7 +16,9 @@ if TYPE_CHECKING:
 FORMAT_VERSION = 1
 
 
-def write_manifest(root: Path, job: Job, *, input_rows: int, limit: int | None = None) -> None:
+def write_manifest(
+    root: Path, job: Job, *, input_rows: int, limit: int | None = None, shard: str | None = None
+) -> None:
     """Record the job snapshot (env var names only, never keys) atomically.
 
     `limit` is the run's `--limit`: the results expected are those of its first `limit` rows.
@@ -28,6 +30,7 @@ def write_manifest(root: Path, job: Job, *, input_rows: int, limit: int | None =
         "input_rows": input_rows,
         "limit": limit,
         "expected": rows * job.requests_per_row,
+        "shard": shard,  # "I-of-N" for one shard of a run, whose input_rows are its own
         # Where the job's relative paths start, so readers can find the input again.
         "base_dir": str(job.base_dir),
         "job": job.to_dict(),

@@ -53,6 +53,9 @@ RESULT_SCHEMA = pa.schema(
         ("response_id", pa.string()),
         ("finished_at", pa.timestamp("us", tz="UTC")),
         ("raw", pa.string()),
+        ("mode", pa.string()),
+        ("batch_id", pa.string()),
+        ("shard", pa.string()),
     ]
 )
 RESULT_COLUMNS = frozenset(RESULT_SCHEMA.names)

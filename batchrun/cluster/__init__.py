@@ -1,0 +1,1 @@
+"""Past one process: shards as local processes or Ray tasks, one summary."""

@@ -1,0 +1,123 @@
+"""One shard of a run: which shard this process is, its folder, and its share of the limits.
+
+A shard is a run of its own under `DIR/shards/I-of-N/` (journal, parts, lock, manifest), so
+shards run, crash and resume independently. The environment may say which shard this process is:
+`BATCHRUN_SHARD=I/N`, a Slurm array task or a Kubernetes indexed Job.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from pathlib import Path
+
+from batchrun.errors import UsageError
+from batchrun.job import Job
+from batchrun.sources import Shard
+from batchrun.store import layout, shard_counts
+
+SHARDS_DIR = layout.SHARDS_DIR
+
+
+def shard_root(root: Path, shard: Shard) -> Path:
+    """Where a shard of the run in `root` writes."""
+    return root / SHARDS_DIR / str(shard)
+
+
+def shard_from_environment(env: Mapping[str, str], shards: int | None = None) -> Shard | None:
+    """The shard the environment gives this process, or None when it gives none.
+
+    `shards` is the command line's `--shards N`, which a Kubernetes indexed Job needs: the pod
+    knows its index (JOB_COMPLETION_INDEX) but not how many completions there are.
+    """
+    if env.get("BATCHRUN_SHARD"):
+        return Shard.parse(env["BATCHRUN_SHARD"], "BATCHRUN_SHARD")
+    if env.get("SLURM_ARRAY_TASK_ID") and env.get("SLURM_ARRAY_TASK_COUNT"):
+        task, count = _integer(env, "SLURM_ARRAY_TASK_ID"), _integer(env, "SLURM_ARRAY_TASK_COUNT")
+        first = _integer(env, "SLURM_ARRAY_TASK_MIN") if env.get("SLURM_ARRAY_TASK_MIN") else 0
+        if not 0 <= task - first < count:
+            raise UsageError(
+                f"Slurm array task {task} (min {first}, count {count}) is not a shard "
+                f"0..{count - 1}; use a contiguous array such as --array=0-3 (a step such as "
+                "0-9:2 is not supported)"
+            )
+        return Shard(task - first, count)
+    if env.get("JOB_COMPLETION_INDEX"):
+        if shards is None:
+            raise UsageError(
+                "JOB_COMPLETION_INDEX is set (a Kubernetes indexed Job) but not how many shards "
+                "there are: add --shards N with N the Job's completions"
+            )
+        return Shard(_integer(env, "JOB_COMPLETION_INDEX"), shards)
+    if shards is not None:
+        raise UsageError(
+            "--shards N needs JOB_COMPLETION_INDEX (a Kubernetes indexed Job) to say which shard "
+            "this is; elsewhere use --shard I/N"
+        )
+    return None
+
+
+def _integer(env: Mapping[str, str], name: str) -> int:
+    try:
+        return int(env[name])
+    except ValueError:
+        raise UsageError(f"{name}={env[name]!r} is not a whole number") from None
+
+
+def check_layout(root: Path, shard: Shard | None) -> None:
+    """Refuse to mix shard counts, or sharded and unsharded runs, in one output directory."""
+    counts = shard_counts(root)
+    if shard is None:
+        if counts:
+            raise UsageError(
+                f"{root}: holds a run split in {_spell(counts)} shards ({root / SHARDS_DIR}); "
+                f"run it the same way (--processes N or --shard I/N), or choose another output "
+                "directory"
+            )
+        return
+    if counts - {shard.count}:
+        raise UsageError(
+            f"{root}: holds a run split in {_spell(counts)} shards, not {shard.count}; a row's "
+            "shard depends on N, so one directory takes one N: use that N again, or choose "
+            "another output directory"
+        )
+    if layout.list_parts(root) or any(p.stat().st_size for p in layout.list_journals(root)):
+        raise UsageError(
+            f"{root}: holds results of a run that was not sharded; run it without --shard, or "
+            "choose another output directory"
+        )
+
+
+def _spell(counts: set[int]) -> str:
+    return " and ".join(str(n) for n in sorted(counts))
+
+
+def shard_job(job: Job, shard: Shard, *, divide_limits: bool = True) -> Job:
+    """The job as one shard runs it: its own folder, and its share of the limits and budget.
+
+    Stated limits are split evenly, as the rows are; a limit learned from the provider's
+    headers needs no split, since a key's `remaining` already counts every shard's use.
+    """
+    output = dataclasses.replace(job.output, path=str(shard_root(job.output_path(), shard)))
+    job = dataclasses.replace(job, output=output)
+    if not divide_limits or shard.count == 1:
+        return job
+    n = shard.count
+    providers = tuple(
+        dataclasses.replace(
+            spec,
+            requests_per_minute=_share(spec.requests_per_minute, n),
+            tokens_per_minute=_share(spec.tokens_per_minute, n),
+            input_tokens_per_minute=_share(spec.input_tokens_per_minute, n),
+            output_tokens_per_minute=_share(spec.output_tokens_per_minute, n),
+            max_concurrency=max(1, math.ceil(spec.max_concurrency / n)),
+        )
+        for spec in job.providers
+    )
+    budget = dataclasses.replace(job.budget, max_usd=_share(job.budget.max_usd, n))
+    return dataclasses.replace(job, providers=providers, budget=budget)
+
+
+def _share(value: float | None, n: int) -> float | None:
+    return None if value is None else value / n
