@@ -5,6 +5,8 @@ One aiohttp server speaks both wire formats on 127.0.0.1 (never another interfac
     POST .../chat/completions   OpenAI format, in the shape of `MockConfig.shape`
     POST .../messages           Anthropic Messages format
     GET  .../models             the model list
+    .../files, .../batches      OpenAI's Files and Batch APIs (`mock.batch_openai`)
+    .../messages/batches        Anthropic's Message Batches API (`mock.batch_anthropic`)
     GET  /_mock/stats           the counters (MockStats) as JSON
     POST /_mock/limits          {"rpm": .., "tpm": ..}: change the enforced limits mid-run
     POST /_mock/reset           zero the counters and start a fresh window
@@ -22,6 +24,12 @@ directives in the last user message:
     [[mock:sleep_ms=500]] answer half a second later
     [[mock:think]]        add reasoning
 
+A batch takes `batch_seconds` from creation to its end; its lines are answered by the same code
+as the online routes (a `[[mock:fail=500x1]]` in a line fails that line), and `batch_*` fields of MockConfig inject batch failures (a whole batch
+failing, expiry with partial output, per-line 500s and 429s, a missing output file, shuffled
+results, a long finalizing phase, uploads not found at first). MockStats counts the lines billed
+and, per custom_id, the live batches holding it (`batch_live_max`, `batch_overlaps()`).
+
 Use `MockProvider` on your own event loop, `MockThread` from synchronous code, `serve` for
 `batchrun mock`.
 """
@@ -36,12 +44,13 @@ from typing import Any, TypeVar
 
 from batchrun.mock.answer import MockAnswer, last_user_text, make_answer, request_key
 from batchrun.mock.answer import wants_reasoning as _wants_reasoning
-from batchrun.mock.config import MockConfig, MockStats
+from batchrun.mock.config import BatchTally, MockConfig, MockStats
 from batchrun.mock.loop_thread import LoopThread
 from batchrun.mock.server import KEEP, KeepLimit, MockProvider
 
 __all__ = [
     "KEEP",
+    "BatchTally",
     "MockAnswer",
     "MockConfig",
     "MockProvider",

@@ -3,7 +3,8 @@
 A request to a completion route goes through the same steps whatever its format: authenticate,
 validate, count the attempt, admit it under the limits (or 429), read the directives, pick a
 failure if one is due, wait the latency, then answer. The format (`mock.openai.OpenAIWire`,
-`mock.anthropic.AnthropicWire`) only decides how each outcome is written.
+`mock.anthropic.AnthropicWire`) only decides how each outcome is written. The batch APIs
+(`mock.batch_routes`) answer their lines with the same wires.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from batchrun.mock.answer import (
     wants_reasoning,
 )
 from batchrun.mock.anthropic import AnthropicWire
+from batchrun.mock.batch_routes import BatchRoutes
+from batchrun.mock.batches import LineWire, invalid_body
 from batchrun.mock.config import MockConfig, MockStats
 from batchrun.mock.limits import FixedWindow
 from batchrun.mock.openai import OpenAIWire
@@ -68,12 +71,18 @@ class MockProvider:
         self._ids = itertools.count(1)
         self._boot = int(time.time()) & 0xFFFFFF
         self._runner: web.AppRunner | None = None
+        wires: dict[str, LineWire] = {"/v1/chat/completions": self._openai,
+                                      "/v1/responses": self._responses,
+                                      "/v1/messages": self._anthropic}
+        self.batches = BatchRoutes(self.config, self.stats, wires, self._rid)
 
     def app(self) -> web.Application:
         """The aiohttp application: one catch-all route per method, paths matched by suffix."""
-        app = web.Application(client_max_size=64 * 2**20)
+        # Room for a 256 MB message batch, the largest Anthropic takes.
+        app = web.Application(client_max_size=257 * 2**20)
         app.router.add_route("POST", "/{path:.*}", self._post)
         app.router.add_route("GET", "/{path:.*}", self._get)
+        app.router.add_route("DELETE", "/{path:.*}", self._delete)
         return app
 
     async def start(self) -> str:
@@ -98,6 +107,7 @@ class MockProvider:
 
     async def stop(self) -> None:
         """Close the server; answers in flight are cut off."""
+        self.batches.ledger.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -117,8 +127,22 @@ class MockProvider:
         self.stats = MockStats()
         self._rng = random.Random(self.config.seed)
         self._window.clear()
+        self.batches.ledger.restart(self.stats)
+
+    def _rid(self) -> str:
+        """A fresh id: 32 hex digits, unique within this server."""
+        return f"{self._boot:06x}{next(self._ids):026x}"
+
+    async def _batch(self, request: web.Request) -> web.Response | None:
+        response = await self.batches.handle(request)
+        if response is not None:
+            self._count(response.status)
+        return response
 
     async def _post(self, request: web.Request) -> web.StreamResponse:
+        batch = await self._batch(request)
+        if batch is not None:
+            return batch
         path = request.path
         if path.endswith("/chat/completions"):
             return await self._complete(request, self._openai)
@@ -140,6 +164,9 @@ class MockProvider:
         return self._respond(404, self._openai.error(404, f"no route POST {path}"), {})
 
     async def _get(self, request: web.Request) -> web.StreamResponse:
+        batch = await self._batch(request)
+        if batch is not None:
+            return batch
         path = request.path
         if path.endswith("/models"):
             data = [
@@ -152,6 +179,12 @@ class MockProvider:
             return web.Response(body=orjson.dumps(self.stats.to_dict()), content_type=_JSON)
         return self._respond(404, self._openai.error(404, f"no route GET {path}"), {})
 
+    async def _delete(self, request: web.Request) -> web.StreamResponse:
+        batch = await self._batch(request)
+        if batch is not None:
+            return batch
+        return self._respond(404, self._openai.error(404, f"no route DELETE {request.path}"), {})
+
     async def _complete(self, request: web.Request, wire: Wire) -> web.StreamResponse:
         stats, cfg = self.stats, self.config
         stats.requests += 1
@@ -161,7 +194,7 @@ class MockProvider:
             body = orjson.loads(await request.read())
         except orjson.JSONDecodeError:
             return self._respond(400, wire.error(400, "the body is not valid JSON"), {})
-        problem = _invalid(body) or wire.validate(body)
+        problem = invalid_body(body) or wire.validate(body)
         if problem is not None:
             return self._respond(400, wire.error(400, problem), {})
         key = request_key(body)
@@ -228,7 +261,7 @@ class MockProvider:
         tokens = answers[0].prompt_tokens + sum(a.completion_tokens for a in answers)
         if fault is None:
             self._window.spend(tokens)
-        rid = f"{self._boot:06x}{next(self._ids):026x}"
+        rid = self._rid()
         headers = self._rate_headers(wire)
         if body.get("stream") is True:
             events = wire.events(answers, body, rid=rid, model=body["model"])
@@ -300,13 +333,3 @@ class MockProvider:
         stats.tokens += tokens
         stats.answered[key] = stats.answered.get(key, 0) + 1
 
-
-def _invalid(body: Any) -> str | None:
-    if not isinstance(body, dict):
-        return "the body must be a JSON object"
-    if not isinstance(body.get("model"), str):
-        return "model: a string is required"
-    messages = body.get("messages", body.get("input"))
-    if not messages or not isinstance(messages, list | str):
-        return "messages (or input): a non-empty list is required"
-    return None
