@@ -119,6 +119,28 @@ def _parser() -> argparse.ArgumentParser:
                       help="how long an injected hang holds a request before answering")
     mock.add_argument("--seed", type=int, default=0,
                       help="seed of the injected failures' random draws")
+    mock.add_argument("--batch-seconds", type=float, default=0.5, metavar="S",
+                      help="how long a batch (OpenAI or Anthropic) takes from creation to its end")
+    mock.add_argument("--batch-finalizing-share", type=float, default=0.1, metavar="F",
+                      help="share of --batch-seconds an OpenAI batch stays finalizing with its "
+                      "request_counts already complete and no output file yet")
+    mock.add_argument("--batch-expire-share", type=float, default=0.0, metavar="F",
+                      help="share of each batch's lines the window closes on: the batch ends "
+                      "expired, the other lines answered")
+    mock.add_argument("--batch-500-share", type=float, default=0.0, metavar="F",
+                      help="share of batch lines that end in a 500 error")
+    mock.add_argument("--batch-429-share", type=float, default=0.0, metavar="F",
+                      help="share of batch lines that end in a 429 error")
+    mock.add_argument("--batch-no-output-file", action="store_true",
+                      help="OpenAI batches complete with output_file_id null (answered lines lost)")
+    mock.add_argument("--batch-shuffle-results", action="store_true",
+                      help="result lines in a random order instead of the input's")
+    mock.add_argument("--batch-validation-failures", type=int, default=0, metavar="N",
+                      help="the first N batches of each API fail as a whole (OpenAI: failed with "
+                      "token_limit_exceeded; Anthropic: create refused with a 400)")
+    mock.add_argument("--file-visible-after-ms", type=float, default=0.0, metavar="MS",
+                      help="an uploaded file 404s on GET /v1/files/{id} and on batch create "
+                      "for this long")
     return parser
 
 
@@ -193,7 +215,14 @@ def _dispatch(args: argparse.Namespace) -> int:
                      window_s=args.window_s, fail_rate=args.fail_rate, shape=args.shape,
                      reasoning=args.reasoning, rate_headers=not args.no_rate_headers,
                      faults=parse_fault_mix(args.faults), retry_after_s=args.retry_after,
-                     hang_s=args.hang_s, seed=args.seed))
+                     hang_s=args.hang_s, seed=args.seed, batch_seconds=args.batch_seconds,
+                     batch_finalizing_share=args.batch_finalizing_share,
+                     batch_expire_share=args.batch_expire_share,
+                     batch_500_share=args.batch_500_share, batch_429_share=args.batch_429_share,
+                     batch_no_output_file=args.batch_no_output_file,
+                     batch_shuffle_results=args.batch_shuffle_results,
+                     batch_validation_failures=args.batch_validation_failures,
+                     file_visible_after_ms=args.file_visible_after_ms))
     return EXIT_OK
 
 
