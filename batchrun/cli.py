@@ -227,14 +227,15 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from batchrun.engine import RunOptions, arun
-    from batchrun.engine.shards import shard_from_environment
     from batchrun.job import Job
-    from batchrun.sources import Shard
 
     job = Job.from_toml(args.job).with_overrides(input_path=args.input, output_path=args.output)
     if args.processes is not None or args.ray is not None:
         return _run_many(args, job)
+    from batchrun.engine import RunOptions, arun
+    from batchrun.engine.shards import shard_from_environment
+    from batchrun.sources import Shard
+
     shard = (Shard.parse(args.shard) if args.shard is not None
              else shard_from_environment(os.environ, args.shards))
     options = RunOptions(
