@@ -25,10 +25,11 @@ directives in the last user message:
     [[mock:think]]        add reasoning
 
 A batch takes `batch_seconds` from creation to its end; its lines are answered by the same code
-as the online routes (a `[[mock:fail=500x1]]` in a line fails that line), and `batch_*` fields of MockConfig inject batch failures (a whole batch
-failing, expiry with partial output, per-line 500s and 429s, a missing output file, shuffled
-results, a long finalizing phase, uploads not found at first). MockStats counts the lines billed
-and, per custom_id, the live batches holding it (`batch_live_max`, `batch_overlaps()`).
+as the online routes (a `[[mock:fail=500x1]]` in a line fails that line), and the `batch_*`
+fields of MockConfig inject batch failures (a whole batch failing, expiry with partial output,
+per-line 500s and 429s, a missing output file, shuffled results, a long finalizing phase,
+uploads not found at first). MockStats counts the lines billed and, per custom_id, the live
+batches holding it (`batch_live_max`, `batch_overlaps()`).
 
 Use `MockProvider` on your own event loop, `MockThread` from synchronous code, `serve` for
 `batchrun mock`.
