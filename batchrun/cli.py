@@ -57,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="how many shards: with JOB_COMPLETION_INDEX (a Kubernetes indexed "
                      "Job), or the number of Ray tasks (default: the cluster's CPUs)")
     run.add_argument("--progress-events", action="store_true", help=argparse.SUPPRESS)
+    run.add_argument("--known-input", metavar="ROWS:SELECTED", help=argparse.SUPPRESS)
 
     compact = commands.add_parser(
         "compact", help="merge a run's checkpoint parts into a few large ones",
@@ -241,7 +242,7 @@ def _run(args: argparse.Namespace) -> int:
     options = RunOptions(
         limit=args.limit, fresh=args.fresh, retry_errors=args.retry_errors,
         progress=not args.no_progress, handle_signals=True, shard=shard,
-        progress_events=args.progress_events,
+        progress_events=args.progress_events, known_input=_known_input(args.known_input),
     )
     if args.progress_events:
         from batchrun.cluster.processes import emit_summary, watch_parent
@@ -252,6 +253,14 @@ def _run(args: argparse.Namespace) -> int:
         return summary.exit_code
     summary = asyncio.run(arun(job, options))
     return _print_summary(summary)
+
+
+def _known_input(text: str | None) -> tuple[int, int] | None:
+    """The parent's scan of the input, as it hands it to a shard process."""
+    if text is None:
+        return None
+    rows, selected = text.split(":")
+    return int(rows), int(selected)
 
 
 def _run_many(args: argparse.Namespace, job: Job) -> int:
@@ -273,8 +282,8 @@ def _run_many(args: argparse.Namespace, job: Job) -> int:
         passed += ["--limit", str(args.limit)]
     if args.retry_errors:
         passed.append("--retry-errors")
-    outcome = run_processes(str(Path(args.job).resolve()), args.processes, root, passed=passed,
-                            fresh=args.fresh, progress=not args.no_progress)
+    outcome = run_processes(job, str(Path(args.job).resolve()), args.processes, passed=passed,
+                            limit=args.limit, fresh=args.fresh, progress=not args.no_progress)
     if outcome.summary is None:
         return outcome.exit_code
     return _print_summary(outcome.summary)

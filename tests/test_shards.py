@@ -307,3 +307,14 @@ def test_a_finished_run_leaves_few_parts_and_compact_merges_a_stopped_one(tmp_pa
     assert "merged into 1" in compacted.stdout
     assert len(store.list_parts(folder)) == 1
     assert sorted(batchrun.read(tmp_path / "out2").id) == before
+
+
+def test_processes_check_the_input_once_and_a_bad_one_is_exit_2_before_any_shard_starts(
+    tmp_path: Path,
+) -> None:
+    write_rows(tmp_path / "rows.jsonl", [*rows(20), {"id": "r3", "text": "again"}])
+    job = write_job(tmp_path, base_url="mock")
+    done = cli("run", str(job), "--processes", "3", "--no-progress")
+    assert done.returncode == 2
+    assert done.stderr.count('duplicate id "r3"') == 1
+    assert not (tmp_path / "out" / "shards").exists()

@@ -26,9 +26,14 @@ from typing import IO, Any
 import orjson
 from tqdm import tqdm
 
+from batchrun import sources
 from batchrun.cluster.combine import combine
 from batchrun.engine import RunSummary
+from batchrun.engine.preflight import api_keys, check_columns
+from batchrun.engine.shards import check_layout
 from batchrun.errors import UsageError
+from batchrun.job import Job
+from batchrun.sources import Shard
 from batchrun.store import OutputLock, prepare_output, shard_folders
 
 log = logging.getLogger("batchrun")
@@ -57,24 +62,37 @@ class ProcessesOutcome:
 
 
 def run_processes(
+    job: Job,
     job_path: str,
     processes: int,
-    root: Path,
     *,
     passed: Sequence[str] = (),
+    limit: int | None = None,
     fresh: bool = False,
     progress: bool = True,
 ) -> ProcessesOutcome:
-    """Run the job as `processes` shards of this machine's processes into `root`.
+    """Run the job as `processes` shards of this machine's processes into its output directory.
 
-    `passed` are the `run` options every shard gets (--input, --output, --limit, ...).
+    `passed` are the `run` options every shard gets (--input, --output, --limit, ...). The input
+    is checked here, once for all shards, which then start without reading it again.
     """
     if processes < 1:
         raise UsageError(f"--processes {processes}: want at least 1")
+    root = job.output_path()
+    if not fresh:  # --fresh clears whatever N the directory held
+        check_layout(root, Shard(0, processes))
+    scan = sources.scan(job.input, job.base_dir, job.output.keep_columns, limit=limit,
+                        count_shards=processes)
+    check_columns(job)
+    api_keys(job)
     if fresh:
         _clear(root)
     started = time.monotonic()
-    children = [_start(job_path, index, processes, passed) for index in range(processes)]
+    children = [
+        _start(job_path, index, processes,
+               [*passed, "--known-input", f"{scan.rows}:{scan.per_shard[index]}"])
+        for index in range(processes)
+    ]
     forwarded = _forward_signals(children)
     try:
         _show_progress(children, progress)

@@ -29,6 +29,9 @@ class RunOptions:
     # Provider name -> a limit shared by every shard (a Ray actor's leases); then the shard's
     # limits are not divided, since the shared one holds the total.
     shared_limits: Mapping[str, Any] | None = None
+    # (input rows, rows of this shard) as the parent of shard processes found them in its own
+    # scan of the input: the shard checks nothing again and starts at once.
+    known_input: tuple[int, int] | None = None
     # Progress as JSON lines on stdout instead of a bar, for a parent process that shows one.
     progress_events: bool = False
     # Batch variants: submit their provider batches and return, leaving them to run; the same

@@ -24,10 +24,24 @@ class Checked:
     keys: dict[str, str | None]
 
 
-def preflight(job: Job, shard: sources.Shard | None = None, limit: int | None = None) -> Checked:
-    """Check the whole input, the column names and the key variables; send nothing."""
-    scan = sources.scan(job.input, job.base_dir, job.output.keep_columns, shard=shard,
-                        limit=limit)
+def preflight(
+    job: Job,
+    shard: sources.Shard | None = None,
+    limit: int | None = None,
+    known_input: tuple[int, int] | None = None,
+) -> Checked:
+    """Check the whole input, the column names and the key variables; send nothing.
+
+    `known_input`: (rows, rows of this shard) from the parent process's scan, which checked
+    the input for every shard at once.
+    """
+    if known_input is not None:
+        rows, selected = known_input
+        scan = sources.InputScan(sources.list_files(job.input, job.base_dir), rows,
+                                 sources.input_columns(job.input, job.base_dir), selected)
+    else:
+        scan = sources.scan(job.input, job.base_dir, job.output.keep_columns, shard=shard,
+                            limit=limit)
     check_columns(job)
     return Checked(scan, api_keys(job))
 

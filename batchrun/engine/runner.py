@@ -45,7 +45,7 @@ async def arun(job: Job, options: RunOptions | None = None) -> RunSummary:
         check_layout(job.output_path(), shard)
     if shard is not None:
         job = shard_job(job, shard, divide_limits=options.shared_limits is None)
-    checked = await asyncio.to_thread(preflight, job, shard, options.limit)
+    checked = await asyncio.to_thread(preflight, job, shard, options.limit, options.known_input)
     root = job.output_path()
     if root.exists() and not root.is_dir():
         raise OutputDirError(f"{root}: exists and is not a directory; choose another output path")

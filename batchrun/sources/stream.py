@@ -15,6 +15,8 @@ from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from batchrun.errors import InputError
 from batchrun.sources.image_parts import check
 from batchrun.sources.records import jsonl_records, open_parquet, parquet_records, show_path
@@ -37,6 +39,8 @@ class InputScan:
     columns: tuple[str, ...]
     # Rows this run sends: of the first `limit` rows, those of its shard (all rows without).
     selected: int
+    # With `scan(..., count_shards=N)`: the rows of each of N shards, of the first `limit`.
+    per_shard: tuple[int, ...] = ()
 
 
 def list_files(spec: InputSpec, base_dir: Path) -> tuple[Path, ...]:
@@ -100,6 +104,7 @@ def scan(
     *,
     shard: Shard | None = None,
     limit: int | None = None,
+    count_shards: int | None = None,
 ) -> InputScan:
     """Validate the whole input before anything is sent: rows, columns, unique ids, images.
 
@@ -114,7 +119,9 @@ def scan(
         raise no_rows(files, base_dir)
     chosen = hashes[:limit]
     selected = len(chosen) if shard is None else int((chosen % shard.count == shard.index).sum())
-    return InputScan(files, int(hashes.size), input_columns(spec, base_dir), selected)
+    per_shard = () if count_shards is None else tuple(
+        int(n) for n in np.bincount(chosen % count_shards, minlength=count_shards))
+    return InputScan(files, int(hashes.size), input_columns(spec, base_dir), selected, per_shard)
 
 
 def no_rows(files: Sequence[Path], base_dir: Path) -> InputError:
