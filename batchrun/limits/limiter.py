@@ -32,6 +32,7 @@ from batchrun.limits.evidence import Achieved
 from batchrun.limits.headers import Quota, parse_rate_headers, quota_state
 from batchrun.limits.pacing import Clock, Pacer, Slots
 from batchrun.limits.rate import AdaptiveRate
+from batchrun.limits.shared import Amounts, SharedLimit
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -64,6 +65,7 @@ class ProviderLimiter:
         max_pause_s: float = 300.0,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
+        shared: SharedLimit | None = None,
     ) -> None:
         self._clock = clock
         self._sleep = sleep
@@ -84,6 +86,10 @@ class ProviderLimiter:
         self._achieved = Achieved()
         self.rate_limited = 0
         self.waiting = {"cooldown": 0, "rate": 0, "tokens": 0, "concurrency": 0}
+        # Limits shared with other processes (shards of one run), consulted after our own.
+        self._shared = shared
+        if shared is not None:
+            self.waiting["lease"] = 0
         self.controller.pace.state(self.requests.limit)
         self._apply()
 
@@ -101,6 +107,8 @@ class ProviderLimiter:
                     await self.slots.acquire()
                 finally:
                     self.waiting["concurrency"] -= 1
+            if self._shared is not None:
+                await self._take_shared(self._shared, wanted, taken)
             now = self._clock()
             if self._cooldown_until <= now and acted == self.controller.acted:
                 return Ticket(wanted.tokens, wanted.input_tokens, wanted.output_tokens, now,
@@ -112,6 +120,8 @@ class ProviderLimiter:
             self.slots.release()
             for pacer, amount in taken:
                 pacer.refund(amount)
+            if self._shared is not None:
+                self._shared.give_back(_shared_need(wanted))
 
     def release(
         self,
@@ -132,6 +142,10 @@ class ProviderLimiter:
             if prompt is None and completion is None:
                 return
         used_in, used_out = float(prompt or 0), float(completion or 0)
+        if self._shared is not None:
+            self._shared.give_back(Amounts(
+                0.0, ticket.tokens - used_in - used_out, ticket.input_tokens - used_in,
+                ticket.output_tokens - used_out))
         for rate, reserved, used in (
             (self.tokens, ticket.tokens, used_in + used_out),
             (self.input_tokens, ticket.input_tokens, used_in),
@@ -285,6 +299,21 @@ class ProviderLimiter:
             pacer.take(amount)
         return wants
 
+    async def _take_shared(
+        self, shared: SharedLimit, wanted: Ticket, taken: list[tuple[Pacer, float]]
+    ) -> None:
+        self.waiting["lease"] += 1
+        try:
+            await shared.take(_shared_need(wanted))
+        except BaseException:
+            # Cancelled while the other processes had the limit: our slot and tokens go back.
+            self.slots.release()
+            for pacer, amount in taken:
+                pacer.refund(amount)
+            raise
+        finally:
+            self.waiting["lease"] -= 1
+
     async def _pace(self, what: str, rate: AdaptiveRate, amount: float) -> None:
         pacer = rate.pacer
         if pacer is None or amount <= 0:
@@ -298,6 +327,10 @@ class ProviderLimiter:
                 await self._sleep(delay)
             finally:
                 self.waiting[what] -= 1
+
+
+def _shared_need(ticket: Ticket) -> Amounts:
+    return Amounts(1.0, ticket.tokens, ticket.input_tokens, ticket.output_tokens)
 
 
 def _per_min(pacer: Pacer | None) -> float | None:
