@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 from batchrun.job import Job, ProviderSpec
 from batchrun.limits import ProviderLimiter
+from batchrun.limits.shared import SharedLimit
 from batchrun.providers import get_format
 from batchrun.providers.http import ProviderClient
 
@@ -22,8 +23,13 @@ class Lane:
 
 
 @asynccontextmanager
-async def open_lanes(job: Job, keys: dict[str, str | None]) -> AsyncIterator[dict[str, Lane]]:
-    """A client and a limiter per provider in use (and the in-process mock where asked for)."""
+async def open_lanes(
+    job: Job, keys: dict[str, str | None], shared: Mapping[str, SharedLimit] | None = None
+) -> AsyncIterator[dict[str, Lane]]:
+    """A client and a limiter per provider in use (and the in-process mock where asked for).
+
+    `shared` gives a provider's limit that other processes spend too (shards on Ray).
+    """
     async with AsyncExitStack() as stack:
         lanes: dict[str, Lane] = {}
         mock_url: str | None = None
@@ -33,7 +39,8 @@ async def open_lanes(job: Job, keys: dict[str, str | None]) -> AsyncIterator[dic
                 if mock_url is None:
                     mock_url = await stack.enter_async_context(_in_process_mock())
                 spec = dataclasses.replace(spec, base_url=mock_url)
-            limiter = _limiter(spec, job.retry.retry_after_max_s)
+            limiter = _limiter(spec, job.retry.retry_after_max_s,
+                               None if shared is None else shared.get(name))
             client = ProviderClient(
                 spec, get_format(spec.api), api_key=api_key, reasoning=job.parse.reasoning,
                 keep_raw=job.output.keep_raw, on_headers=limiter.observe,
@@ -43,7 +50,9 @@ async def open_lanes(job: Job, keys: dict[str, str | None]) -> AsyncIterator[dic
         yield lanes
 
 
-def _limiter(spec: ProviderSpec, max_pause_s: float) -> ProviderLimiter:
+def _limiter(
+    spec: ProviderSpec, max_pause_s: float, shared: SharedLimit | None
+) -> ProviderLimiter:
     return ProviderLimiter(
         requests_per_minute=spec.requests_per_minute,
         tokens_per_minute=spec.tokens_per_minute,
@@ -51,6 +60,7 @@ def _limiter(spec: ProviderSpec, max_pause_s: float) -> ProviderLimiter:
         output_tokens_per_minute=spec.output_tokens_per_minute,
         max_concurrency=spec.max_concurrency,
         max_pause_s=max_pause_s,
+        shared=shared,
     )
 
 
