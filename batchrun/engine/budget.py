@@ -27,6 +27,11 @@ class Budget:
         self.in_flight += worst
         return True
 
+    def hold(self, worst: float) -> None:
+        """Count `worst` USD as in flight, refused or not: a batch already at the provider."""
+        if self.max_usd is not None:
+            self.in_flight += worst
+
     def settle(self, worst: float, actual: float) -> None:
         """Replace a reservation by what the request really cost."""
         if self.max_usd is None:

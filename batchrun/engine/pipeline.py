@@ -64,6 +64,7 @@ class Run:
         self._flush_wanted = asyncio.Event()
         self._finished = False
         self._producer: asyncio.Task[None] | None = None
+        self._workers: list[asyncio.Task[None]] = []
 
     async def execute(self, progress: Progress) -> None:
         workers: list[asyncio.Task[None]] = []
@@ -75,7 +76,7 @@ class Run:
                 for _ in range(spec.max_concurrency)
             ]
         producer = asyncio.create_task(self._produce())
-        self._producer = producer
+        self._producer, self._workers = producer, workers
         flusher = asyncio.create_task(self._flush_loop(progress))
         loop = asyncio.get_running_loop()
         if self.options.handle_signals:
@@ -94,6 +95,11 @@ class Run:
             self._finished = True
             self._flush_wanted.set()
             await flusher
+
+    def interrupt(self) -> None:
+        """Ctrl-C seen by a runner that handles the signals itself (beside batch variants)."""
+        if self._producer is not None and not self._finished:
+            self._on_interrupt(self._producer, self._workers)
 
     def _on_interrupt(
         self, producer: asyncio.Task[None], workers: list[asyncio.Task[None]]

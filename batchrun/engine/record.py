@@ -107,7 +107,7 @@ def ok_record(
         extra.update(structured.fields)
     return ResultRecord(
         request.row_id, request.variant, request.provider, request.model, request.sample,
-        request.hash, "ok", attempts, _now_us(),
+        request.hash, "ok", attempts, now_us(),
         parsed=structured.parsed if structured is not None else None,
         latency_s=reply.latency_s, raw=reply.raw, extra=extra,
         **_answer_columns(reply.answer, usage, request),
@@ -129,13 +129,14 @@ def error_record(
                     if k not in ("content", "refusal", "finish_reason", "response_id")}
     return ResultRecord(
         request.row_id, request.variant, request.provider, request.model, request.sample,
-        request.hash, "error", attempts, _now_us(),
+        request.hash, "error", attempts, now_us(),
         error_type=error.error_type, error_message=error.message, extra=request.keep,
         **answered,
     )
 
 
-def _now_us() -> int:
+def now_us() -> int:
+    """Now, in microseconds since the epoch (the journal's `finished_at`)."""
     return int(time.time() * 1_000_000)
 
 

@@ -7,12 +7,19 @@ the progress display, runs the pipeline (`batchrun.engine.pipeline`) and sums it
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
+import logging
+import shutil
+import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from batchrun.engine.batch import BatchDriver
 from batchrun.engine.budget import Budget
-from batchrun.engine.lanes import open_lanes
+from batchrun.engine.lanes import Lane, open_lanes
 from batchrun.engine.options import RunOptions
 from batchrun.engine.pipeline import Run
 from batchrun.engine.preflight import Checked, preflight
@@ -28,13 +35,16 @@ from batchrun.job import Job
 from batchrun.parse import AnswerChecker
 from batchrun.store import (
     OutputLock,
+    Previous,
     compact,
     prepare_output,
     previous_results,
     write_manifest,
 )
+from batchrun.store.batches import batches_folder, read_batches
 
 _OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+log = logging.getLogger("batchrun")
 
 
 async def arun(job: Job, options: RunOptions | None = None) -> RunSummary:
@@ -53,6 +63,8 @@ async def arun(job: Job, options: RunOptions | None = None) -> RunSummary:
     lock = OutputLock(root)
     lock.acquire()  # before --fresh clears anything: a live run's results are never touched
     try:
+        if options.fresh:
+            _forget_batches(root)
         prepare_output(root, fresh=options.fresh)
         if options.on_start is not None:
             options.on_start()
@@ -97,6 +109,10 @@ async def _run_locked(
             checker=AnswerChecker(job.parse.schema, job.parse.fields) if job.parse.json else None,
             backoff_initial_s=job.retry.backoff_initial_s,
         )
+        if any(v.batch for v in job.variants):
+            return await _run_with_batches(
+                job, options, checked, sink, tally, budget, settings, previous, rows, total,
+                started)
         run = Run(job, options, sink, tally, budget, settings, previous, rows)
         async with open_lanes(job, checked.keys) as lanes:
             run.lanes = lanes
@@ -121,3 +137,106 @@ async def _run_locked(
         elapsed_s=time.monotonic() - started, stopped=stopped,
         refused=tuple(run.guard.stops.values()), refused_requests=run.guard.refused,
     )
+
+
+async def _run_with_batches(
+    job: Job, options: RunOptions, checked: Checked, sink: Sink, tally: Tally, budget: Budget,
+    settings: Settings, previous: Previous, rows: int, total: int, started: float,
+) -> RunSummary:
+    """Online variants through the pipeline as ever, batch variants through their batches."""
+    online = tuple(v for v in job.variants if not v.batch)
+    online_job = dataclasses.replace(job, variants=online)
+    inner = dataclasses.replace(options, handle_signals=False)
+    run = Run(online_job, inner, sink, tally, budget, settings, previous, rows) if online else None
+    driver = BatchDriver(job, options, sink, tally, budget, previous, rows, settings.checker)
+    fallbacks: list[Run] = []
+
+    def interrupt() -> None:
+        for each in (run, *fallbacks):
+            if each is not None:
+                each.interrupt()
+        driver.interrupt()
+
+    def settled() -> int:
+        before = run.settled_before() if run is not None else 0
+        return before + driver.previous_ok + driver.previous_error
+
+    async with open_lanes(job, checked.keys) as lanes:
+        driver.run_online = _online_pass(job, inner, sink, tally, budget, settings, rows, lanes,
+                                         fallbacks)
+        progress = Progress(
+            total=total, already_done=settled, tally=tally,
+            enabled=options.progress and run is not None, events=options.progress_events,
+            waiting=run.describe_waiting if run is not None else (lambda: ""),
+        )
+        restore = _on_signals(interrupt) if options.handle_signals else (lambda: None)
+        try:
+            if run is not None:
+                used = {v.provider for v in online}
+                run.lanes = {name: lane for name, lane in lanes.items() if name in used}
+                await asyncio.gather(run.execute(progress), driver.execute(lanes, checked.keys))
+            else:
+                await driver.execute(lanes, checked.keys)
+        finally:
+            restore()
+            progress.close()
+    interrupted = driver.interrupted or (run is not None and run.interrupted)
+    stopped = "interrupted" if interrupted else ("budget" if budget.exhausted else None)
+    previous_ok = driver.previous_ok + (run.previous_ok if run is not None else 0)
+    previous_error = driver.previous_error + (run.previous_error if run is not None else 0)
+    ok, error = previous_ok + tally.ok, previous_error + tally.error
+    stops = (*(run.guard.stops.values() if run is not None else ()), *driver.stops)
+    return RunSummary(
+        name=job.name, output=sink.root, total=total, ok=ok, error=error,
+        skipped=previous_ok + previous_error, pending=max(0, total - ok - error),
+        tokens=tally.tokens(), cost_usd=tally.cost_usd if tally.priced_rows else None,
+        elapsed_s=time.monotonic() - started, stopped=stopped, refused=tuple(stops),
+        refused_requests=run.guard.refused if run is not None else 0,
+    )
+
+
+def _online_pass(
+    job: Job, options: RunOptions, sink: Sink, tally: Tally, budget: Budget, settings: Settings,
+    rows: int, lanes: dict[str, Lane], fallbacks: list[Run],
+) -> Callable[[frozenset[str]], Any]:
+    """What `[batch] unfinished = "online"` calls: those rows' batch variants, sent online."""
+    variants = tuple(dataclasses.replace(v, mode="online") for v in job.variants if v.batch)
+    fallback_job = dataclasses.replace(job, variants=variants)
+    used = {v.provider for v in variants}
+
+    async def send(row_ids: frozenset[str]) -> None:
+        previous = await asyncio.to_thread(previous_results, sink.root, options.retry_errors)
+        only = dataclasses.replace(options, only_ids=row_ids, progress=False)
+        run = Run(fallback_job, only, sink, tally, budget, settings, previous, rows)
+        run.lanes = {name: lane for name, lane in lanes.items() if name in used}
+        fallbacks.append(run)
+        await run.execute(Progress(total=0, already_done=lambda: 0, tally=tally, enabled=False))
+
+    return send
+
+
+def _on_signals(handler: Callable[[], None]) -> Callable[[], None]:
+    """SIGINT and SIGTERM call `handler` until the returned function is called."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, handler)
+
+    def restore() -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+    return restore
+
+
+def _forget_batches(root: Path) -> None:
+    """--fresh: the batch journal goes too, after a word about batches still at the provider."""
+    folder = batches_folder(root)
+    if not folder.is_dir():
+        return
+    _, states = read_batches(root)
+    running = [s for s in states.values() if s.open_remote]
+    if running:
+        log.warning("--fresh: %d batch%s of the earlier run may still be running at the provider "
+                    "and are forgotten (`batchrun cancel` before --fresh cancels them)",
+                    len(running), "" if len(running) == 1 else "es")
+    shutil.rmtree(folder, ignore_errors=True)

@@ -18,6 +18,7 @@ from batchrun.errors import JobError
 from batchrun.job.sections import (
     TOP_KEYS,
     check_unique,
+    read_batch,
     read_budget,
     read_input,
     read_output,
@@ -27,6 +28,7 @@ from batchrun.job.sections import (
     read_variant,
 )
 from batchrun.job.specs import (
+    BatchSpec,
     BudgetSpec,
     InputSpec,
     OutputSpec,
@@ -52,6 +54,7 @@ class Job:
     budget: BudgetSpec
     base_dir: Path
     source: str
+    batch: BatchSpec = dataclasses.field(default_factory=BatchSpec)
 
     @classmethod
     def from_toml(cls, path: str | os.PathLike[str]) -> Job:
@@ -126,6 +129,7 @@ class Job:
             "retry": _plain(self.retry),
             "parse": _plain(self.parse),
             "budget": _plain(self.budget),
+            "batch": _plain(self.batch),
         }
 
 
@@ -159,6 +163,7 @@ def _read_job(top: Table, base_dir: Path, source: str) -> Job:
         budget=read_budget(top.section("budget")),
         base_dir=base_dir,
         source=source,
+        batch=read_batch(top.section("batch")),
     )
 
 

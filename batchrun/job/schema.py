@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from batchrun.job.specs import (
+    BatchSpec,
     BudgetSpec,
     InputSpec,
     OutputSpec,
@@ -32,6 +33,8 @@ _CHOICES: dict[tuple[type, str], tuple[str, ...]] = {
     (InputSpec, "format"): ("auto", "rows", "openai-batch"),
     (ProviderSpec, "limits"): ("fixed", "auto"),
     (ParseSpec, "reasoning"): ("auto", "none"),
+    (VariantSpec, "mode"): ("online", "batch"),
+    (BatchSpec, "unfinished"): ("resubmit", "online", "error"),
 }
 # Keys that must be set, though their dataclass field has a default (or the loader fills it).
 _REQUIRED: dict[type, tuple[str, ...]] = {
@@ -76,6 +79,13 @@ _DOCS: dict[tuple[type, str], str] = {
     (ParseSpec, "schema"): "JSON Schema of the answer: a table, or a JSON file's path",
     (ParseSpec, "fields"): "keys of the parsed answer spread into their own columns",
     (BudgetSpec, "max_usd"): "stop sending before spending more (exit 3)",
+    (VariantSpec, "mode"): '"batch": through the provider\'s batch API, at about half price',
+    (Price, "batch"): "price multiplier in batch mode",
+    (BatchSpec, "poll_seconds"): "how often batch states are polled (backing off when idle)",
+    (BatchSpec, "max_requests"): "requests per provider batch; larger jobs are split",
+    (BatchSpec, "max_bytes"): "bytes per uploaded batch file / request body",
+    (BatchSpec, "window"): "completion_window sent to the provider",
+    (BatchSpec, "unfinished"): "expired, cancelled or retryable-errored lines: what to do",
 }
 # Runtime-only fields of the dataclasses that a job file cannot set.
 _NOT_KEYS: dict[type, tuple[str, ...]] = {}
@@ -92,6 +102,7 @@ def job_schema() -> dict[str, Any]:
         "retry": _object(RetrySpec),
         "parse": _object(ParseSpec),
         "budget": _object(BudgetSpec),
+        "batch": _object(BatchSpec),
     }
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",

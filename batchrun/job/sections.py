@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from batchrun.job.specs import (
+    BatchSpec,
     BudgetSpec,
     InputSpec,
     OutputSpec,
@@ -27,6 +28,7 @@ from batchrun.job.specs import (
 )
 from batchrun.job.toml_table import Table, suggest
 from batchrun.providers import anthropic, format_names, responses
+from batchrun.providers.batches import batch_api_names
 from batchrun.providers.presets import PRESETS, requires_max_tokens
 
 
@@ -39,7 +41,12 @@ def _given(**values: Any) -> dict[str, Any]:
     return {key: value for key, value in values.items() if value is not None}
 
 
-TOP_KEYS = ("name", "input", "output", "provider", "variant", "retry", "parse", "budget")
+TOP_KEYS = ("name", "input", "output", "provider", "variant", "retry", "parse", "budget",
+            "batch")
+MODES = ("online", "batch")
+UNFINISHED = ("resubmit", "online", "error")
+# completion_window: OpenAI takes "24h"; some compatible providers take longer ones ("7d").
+_WINDOW = re.compile(r"[1-9][0-9]*[hd]")
 _CEILINGS = (
     "requests_per_minute",
     "tokens_per_minute",
@@ -245,6 +252,9 @@ def read_variant(t: Table, source: str, providers: Mapping[str, ProviderSpec]) -
     provider = t.required("provider", " (the name of a [[provider]])")
     if provider not in providers:
         t.fail(f'"provider" = "{provider}" names no [[provider]]{suggest(provider, providers)}')
+    mode = t.choice("mode", MODES, None)
+    if mode == "batch":
+        _check_batch_variant(t, providers[provider])
     return VariantSpec(**_given(
         name=name,
         provider=provider,
@@ -253,7 +263,21 @@ def read_variant(t: Table, source: str, providers: Mapping[str, ProviderSpec]) -
         samples=t.integer("samples"),
         params=_read_params(t, providers[provider]),
         price=_read_price(t),
+        mode=mode,
     ))
+
+
+def _check_batch_variant(t: Table, provider: ProviderSpec) -> None:
+    """Refuse at load time a batch variant that no batch API could take."""
+    if provider.api not in batch_api_names():
+        apis = ", ".join(f'"{name}"' for name in batch_api_names())
+        t.fail(
+            f'mode = "batch": provider "{provider.name}" has api = "{provider.api}", which has '
+            f'no batch API here (batch mode works with api = {apis}); set mode = "online" or '
+            "use another provider"
+        )
+    if t.flag("stream"):
+        t.fail('mode = "batch" answers are never streamed: drop stream = true from this variant')
 
 
 def _read_params(t: Table, provider: ProviderSpec) -> dict[str, Any]:
@@ -294,6 +318,7 @@ def _read_price(t: Table) -> Price | None:
         input=table.number("input", 0.0, positive=False),
         output=table.number("output", 0.0, positive=False),
         cached_input=table.number("cached_input", positive=False),
+        **_given(batch=table.number("batch", positive=False)),
     )
 
 
@@ -328,3 +353,17 @@ def read_parse(t: Table, base_dir: Path) -> ParseSpec:
 def read_budget(t: Table) -> BudgetSpec:
     t.only(_keys(BudgetSpec))
     return BudgetSpec(max_usd=t.number("max_usd"))
+
+
+def read_batch(t: Table) -> BatchSpec:
+    t.only(_keys(BatchSpec))
+    window = t.text("window")
+    if window is not None and not _WINDOW.fullmatch(window):
+        t.wrong("window", 'a completion window such as "24h" (what the provider accepts)', window)
+    return BatchSpec(**_given(
+        poll_seconds=t.number("poll_seconds"),
+        max_requests=t.integer("max_requests"),
+        max_bytes=t.integer("max_bytes", at_least=1024),
+        window=window,
+        unfinished=t.choice("unfinished", UNFINISHED, None),
+    ))

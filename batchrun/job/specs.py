@@ -69,11 +69,15 @@ class ProviderSpec:
 
 @dataclass(frozen=True, slots=True)
 class Price:
-    """USD per million tokens; cached input is billed at `input` when `cached_input` is None."""
+    """USD per million tokens; cached input is billed at `input` when `cached_input` is None.
+
+    `batch` multiplies every price for rows answered through a provider's batch API.
+    """
 
     input: float
     output: float
     cached_input: float | None = None
+    batch: float = 0.5
 
     def cost(self, usage: Usage) -> float | None:
         """USD for one answer; None when the provider reported no usage.
@@ -91,6 +95,11 @@ class Price:
             + usage.completion_tokens * self.output
         ) / PER_MILLION
 
+    def batch_cost(self, usage: Usage) -> float | None:
+        """USD for one answer received in batch mode: the online cost times `batch`."""
+        online = self.cost(usage)
+        return None if online is None else online * self.batch
+
     def worst_case(self, prompt_tokens: int, completion_tokens: int) -> float:
         """The most one request can cost: every prompt token uncached, all completion tokens."""
         return (prompt_tokens * self.input + completion_tokens * self.output) / PER_MILLION
@@ -107,6 +116,12 @@ class VariantSpec:
     samples: int = 1
     params: Mapping[str, Any] = field(default_factory=dict)
     price: Price | None = None
+    mode: str = "online"  # "batch": sent through the provider's batch API
+
+    @property
+    def batch(self) -> bool:
+        """Whether this variant's rows go through the provider's batch API."""
+        return self.mode == "batch"
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,3 +149,16 @@ class BudgetSpec:
     """[budget]: stop sending before spending more than `max_usd`."""
 
     max_usd: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchSpec:
+    """[batch]: how batch variants are split into provider batches, polled and finished."""
+
+    poll_seconds: float = 30.0
+    max_requests: int = 50_000
+    max_bytes: int = 200_000_000
+    window: str = "24h"
+    # Lines a batch returns expired, cancelled or with a retryable error: "resubmit" them in a
+    # new batch, send them "online", or record them as an "error".
+    unfinished: str = "resubmit"

@@ -4,6 +4,7 @@
     DIR/journal/NNNNNN.jsonl   results as they arrive, one JSON line each (plain writes)
     DIR/parts/NNNNNN.parquet   checkpoints: journal segment NNNNNN turned into Parquet
     DIR/.lock                  held (flock) by the live run
+    DIR/batches/               provider batches of batch variants: their journal and files
     DIR/shards/I-of-N/         a sharded run: one such directory, laid out as above, per shard
 
 A journal segment whose part exists is already checkpointed; one without is read as it is, its
@@ -21,8 +22,10 @@ JOURNAL_DIR = "journal"
 PARTS_DIR = "parts"
 LOCK = ".lock"
 SHARDS_DIR = "shards"  # DIR/shards/I-of-N/: one such directory per shard of a sharded run
+BATCHES_DIR = "batches"  # DIR/batches/: provider batches of batch variants (store.batches)
 OWNED_NAMES = frozenset(
-    {MANIFEST, MANIFEST + ".tmp", JOURNAL_DIR, PARTS_DIR, LOCK, "run.log", SHARDS_DIR}
+    {MANIFEST, MANIFEST + ".tmp", JOURNAL_DIR, PARTS_DIR, LOCK, "run.log", SHARDS_DIR,
+     BATCHES_DIR}
 )
 
 

@@ -1,0 +1,370 @@
+"""The batch variants of a run: plan, submit, wait, collect, commit; round after round.
+
+Each round plans what is pending into batch files (`plan`), takes every batch one step further
+at the provider (`remote`), waits while the provider works, and commits each batch that ended:
+its records go through the run's `Sink` (so they land in the same journal and parts as online
+answers, and count as settled for every later run), the sink is checkpointed, and only then is
+the batch journaled `committed`. Unfinished requests that `[batch] unfinished` resubmits are
+planned again in the next round; those it sends online go through the online pipeline once no
+batch is left open. Ctrl-C, `--detach` and a crash all leave the provider's batches running:
+the same command later picks them up where the journal says they are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack, suppress
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import orjson
+
+from batchrun.engine.account import Stop
+from batchrun.engine.batch.collect import Collector
+from batchrun.engine.batch.plan import Pending, Planner
+from batchrun.engine.batch.remote import Remote, kill_point
+from batchrun.engine.batch.status import describe
+from batchrun.engine.retry import retry_policy
+from batchrun.errors import AccountRefused
+from batchrun.providers.batches.session import batch_api
+from batchrun.store import done_key, revive
+from batchrun.store.batches import BatchJournal, BatchState
+
+if TYPE_CHECKING:
+    from batchrun.engine.budget import Budget
+    from batchrun.engine.lanes import Lane
+    from batchrun.engine.options import RunOptions
+    from batchrun.engine.sink import Sink
+    from batchrun.engine.tally import Tally
+    from batchrun.job import Job
+    from batchrun.parse import AnswerChecker
+    from batchrun.providers.batches.base import BatchAPI
+    from batchrun.store import Previous
+
+log = logging.getLogger("batchrun")
+# Sends the rows' unfinished requests through the online pipeline (set up by the runner).
+OnlinePass = Callable[[frozenset[str]], Awaitable[None]]
+
+IDLE_BACKOFF = 1.5  # the poll interval grows by this while nothing changes ...
+IDLE_MAX_FACTOR = 8.0  # ... up to this many times poll_seconds
+LOG_EVERY_S = 30.0
+
+
+class BatchDriver:
+    """Runs the batch variants of one job (or of one shard of it)."""
+
+    def __init__(
+        self, job: Job, options: RunOptions, sink: Sink, tally: Tally, budget: Budget,
+        previous: Previous, rows: int, checker: AnswerChecker | None, *, cancel: bool = False,
+    ) -> None:
+        self.job = job
+        self.options = options
+        self.sink = sink
+        self.tally = tally
+        self.budget = budget
+        self.rows = rows
+        self.checker = checker
+        self.cancel_mode = cancel
+        self.variants = tuple(v for v in job.variants if v.batch)
+        self.pending = Pending(previous)
+        self.previous_ok = 0
+        self.previous_error = 0
+        self.interrupted = False
+        self.stops: list[Stop] = []
+        self.run_online: OnlinePass | None = None  # set by the runner: the online fallback
+        self._wake = asyncio.Event()
+        self._remotes: dict[str, Remote] = {}
+        self._refused: set[str] = set()
+        self._last_log = 0.0
+        self._last_line = ""
+
+    def interrupt(self) -> None:
+        """Ctrl-C: stop waiting; the provider's batches go on, the rerun collects them."""
+        self.interrupted = True
+        self._wake.set()
+
+    async def execute(self, lanes: dict[str, Lane], keys: dict[str, str | None]) -> None:
+        """Every round until nothing is open (or a stop, --detach or Ctrl-C)."""
+        journal = await asyncio.to_thread(BatchJournal, self.sink.root)
+        self.journal = journal
+        try:
+            async with AsyncExitStack() as stack:
+                for name in self._providers(journal):
+                    spec = self.job.provider(name)
+                    lane = lanes[name]
+                    api = await stack.enter_async_context(
+                        batch_api(lane.client.spec, spec.api, keys.get(name)))
+                    self._remotes[name] = self._remote(api, journal)
+                await self._rounds(journal)
+        finally:
+            journal.close()
+
+    def _providers(self, journal: BatchJournal) -> list[str]:
+        names = {v.provider for v in self.variants}
+        names |= {s.provider for s in journal.states.values() if s.live}
+        return sorted(name for name in names if any(p.name == name for p in self.job.providers))
+
+    def _remote(self, api: BatchAPI, journal: BatchJournal) -> Remote:
+        shard = self.options.shard
+        metadata = {"batchrun_run": journal.run_id, "batchrun_job": self.job.name[:64]}
+        if shard is not None:
+            metadata["batchrun_shard"] = str(shard)
+        return Remote(api, journal, retry_policy(self.job.retry), window=self.job.batch.window,
+                      metadata=metadata)
+
+    async def _rounds(self, journal: BatchJournal) -> None:
+        states = journal.states
+        await asyncio.to_thread(self._load_pending, journal)
+        for state in states.values():
+            if state.state not in ("planned", "upload", "uploaded", "committed"):
+                self.budget.hold(state.worst_usd)  # submitted by an earlier run
+        first = True
+        while not self.interrupted:
+            if not self.cancel_mode and self.variants and not self.budget.exhausted:
+                await self._plan(first)
+            first = False
+            if self.cancel_mode:
+                await self._cancel_open()
+            else:
+                await self._submit_planned()
+            if self.options.detach and not self.cancel_mode:
+                await self._poll_once()
+                await self._commit_ended()
+                self._detached()
+                return
+            if not any(s.live and s.state not in self._stalled() for s in states.values()):
+                break
+            await self._wait()
+            resubmitted = await self._commit_ended()
+            if self.cancel_mode and not any(s.open_remote for s in states.values()):
+                break
+            if not resubmitted and not any(s.open_remote for s in states.values()) and all(
+                    s.state in self._stalled() or not s.live for s in states.values()):
+                break
+        if self.interrupted:
+            self._say_still_running()
+            return
+        if self.pending.online and self.run_online is not None and not self.cancel_mode:
+            await self._online()
+
+    def _stalled(self) -> tuple[str, ...]:
+        """States that wait for a next run: planned past the budget or on a refused account."""
+        return ("planned", "upload", "uploaded") if self.budget.exhausted or self._refused \
+            else ()
+
+    def _load_pending(self, journal: BatchJournal) -> None:
+        """From the journal: requests in live batches, sent online, resubmitted how often."""
+        pending = self.pending
+        self.resubmits: Counter[str] = Counter()
+        for state in journal.states.values():
+            if state.live:
+                sidecar = journal.folder / f"{state.key}.requests.jsonl"
+                pending.live.update(_custom_ids(sidecar))
+            else:
+                self.resubmits.update(state.resubmit)
+                pending.online.update(cid for cid, _ in state.online)
+
+    async def _plan(self, first: bool) -> None:
+        planner = Planner(self.job, self.variants, {n: r.api for n, r in self._remotes.items()},
+                          self.journal, self.pending, rows=self.rows, shard=self.options.shard,
+                          only_ids=self.options.only_ids, stopping=lambda: self.interrupted)
+        outcome = await asyncio.to_thread(planner.run)
+        if first:
+            self.previous_ok, self.previous_error = outcome.previous_ok, outcome.previous_error
+            if outcome.revive:
+                await self.sink.append_lines(
+                    await asyncio.to_thread(revive, self.sink.root, outcome.revive))
+        self._online_rows = outcome.online_rows
+        if outcome.planned:
+            count = sum(self.journal.states[k].requests for k in outcome.planned)
+            log.info("planned %d batch%s of %d requests", len(outcome.planned),
+                     "" if len(outcome.planned) == 1 else "es", count)
+
+    async def _submit_planned(self) -> None:
+        known = {s.batch_id for s in self.journal.states.values() if s.batch_id}
+        for state in list(self.journal.states.values()):
+            if self.interrupted or state.provider in self._refused:
+                continue
+            remote = self._remotes.get(state.provider)
+            if remote is None:
+                continue
+            try:
+                if state.state in ("planned", "upload", "uploaded"):
+                    if not self.budget.reserve(state.worst_usd):
+                        log.warning("[budget] max_usd: batch %s (worst case $%.4f) is not "
+                                    "submitted", state.key, state.worst_usd)
+                        continue
+                    await remote.submit(state)
+                elif state.state == "create":
+                    await remote.look_up(state, known)
+            except AccountRefused as refusal:
+                self._refuse(state, refusal)
+            if state.batch_id:
+                known.add(state.batch_id)
+
+    def _refuse(self, state: BatchState, refusal: AccountRefused) -> None:
+        log.error("%s refused the account: %s; its batches are not submitted, their rows stay "
+                  "pending", state.provider, refusal.message)
+        self._refused.add(state.provider)
+        self.budget.settle(state.worst_usd, 0.0)
+        self.stops.append(Stop(state.provider, refusal.error_type, refusal.message, True))
+
+    async def _wait(self) -> None:
+        """Poll until a batch has ended (or Ctrl-C), backing off while nothing changes."""
+        interval = self.job.batch.poll_seconds
+        while not self.interrupted:
+            if await self._poll_once():
+                interval = self.job.batch.poll_seconds
+            else:
+                interval = min(interval * IDLE_BACKOFF,
+                               self.job.batch.poll_seconds * IDLE_MAX_FACTOR)
+            self._show()
+            states = self.journal.states.values()
+            if any(s.state in ("ended", "downloaded", "commit") for s in states):
+                return
+            if not any(s.open_remote for s in states):
+                return
+            self._wake.clear()
+            with suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await self._wake.wait()
+
+    async def _poll_once(self) -> bool:
+        changed = False
+        known = {s.batch_id for s in self.journal.states.values() if s.batch_id}
+        for state in list(self.journal.states.values()):
+            remote = self._remotes.get(state.provider)
+            if remote is None or self.interrupted:
+                continue
+            try:
+                if state.state == "created":
+                    changed = await remote.poll(state) or changed
+                elif state.state == "create":
+                    changed = await remote.look_up(state, known) or changed
+            except AccountRefused as refusal:
+                self._refuse(state, refusal)
+        return changed
+
+    async def _commit_ended(self) -> bool:
+        """Download and commit every ended batch; whether any resubmitted requests."""
+        resubmitted = False
+        for state in list(self.journal.states.values()):
+            remote = self._remotes.get(state.provider)
+            if remote is None:
+                continue
+            if state.state == "ended":
+                await remote.download(state)
+            if state.state in ("downloaded", "commit"):
+                resubmitted = await self._commit(remote, state) or resubmitted
+        return resubmitted
+
+    async def _commit(self, remote: Remote, state: BatchState) -> bool:
+        await remote.record(state.key, "commit")
+        folder = self.journal.folder
+        collector = Collector(
+            self.job, state, remote.api, [folder / name for name in state.files],
+            folder / f"{state.key}.requests.jsonl", self.pending, self.resubmits, self.checker,
+            leave_unfinished=self.cancel_mode)
+        chunks = collector.chunks()
+        first = True
+        while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+            await self.sink.append_lines([record.to_line() for record in chunk])
+            for record in chunk:
+                self.tally.add(record)
+            if first:
+                first = False
+                kill_point("commit-half")
+        await self.sink.flush()  # the answers durable before the batch says committed
+        outcome = collector.outcome
+        await remote.record(state.key, "committed", ok=outcome.ok, error=outcome.error,
+                            resubmit=outcome.resubmit, online=outcome.online,
+                            cost_usd=round(outcome.cost_usd, 9) if outcome.priced else None)
+        self.budget.settle(state.worst_usd, outcome.cost_usd)
+        await asyncio.to_thread(self._settle_requests, state, outcome.resubmit, outcome.online)
+        unfinished = len(outcome.resubmit) + len(outcome.online)
+        log.info("batch %s (%s) committed: %d ok, %d error%s", state.batch_id or state.key,
+                 state.status, outcome.ok, outcome.error,
+                 f", {unfinished} unfinished to be sent again" if unfinished else "")
+        return bool(outcome.resubmit)
+
+    def _settle_requests(self, state: BatchState, resubmit: list[str],
+                         online: list[list[str]]) -> None:
+        """A committed batch frees its requests; its files are no longer needed."""
+        folder = self.journal.folder
+        sidecar = folder / f"{state.key}.requests.jsonl"
+        again = set(resubmit) | {cid for cid, _ in online}
+        with sidecar.open("rb") as lines:
+            for raw in lines:
+                item = orjson.loads(raw)
+                self.pending.live.discard(item["cid"])
+                if item["cid"] not in again:
+                    self.pending.settled.add(done_key(item["id"], item["hash"]))
+        self.resubmits.update(resubmit)
+        self.pending.online.update(cid for cid, _ in online)
+        for path in [folder / f"{state.key}.jsonl", sidecar,
+                     *(folder / name for name in state.files)]:
+            path.unlink(missing_ok=True)
+
+    async def _cancel_open(self) -> None:
+        for state in list(self.journal.states.values()):
+            remote = self._remotes.get(state.provider)
+            if remote is not None and state.state == "created" and not state.cancel_requested:
+                await remote.cancel(state)
+                log.info("%s: cancelling batch %s", state.provider, state.batch_id)
+
+    async def _online(self) -> None:
+        """The requests `[batch] unfinished = "online"` handed over, through the online path."""
+        assert self.run_online is not None
+        await self.sink.flush()
+        rows = await asyncio.to_thread(self._rows_sent_online)
+        if rows:
+            log.info("sending the unfinished requests of %d rows through the online path",
+                     len(rows))
+            await self.run_online(frozenset(rows))
+
+    def _rows_sent_online(self) -> set[str]:
+        rows: set[str] = set()
+        for state in self.journal.states.values():
+            rows.update(row for _, row in state.online)
+        return rows
+
+    def _show(self) -> None:
+        if not self.options.progress:
+            return
+        line = describe(self.journal.states.values(), time.time())
+        now = time.monotonic()
+        if line and (line != self._last_line or now - self._last_log >= LOG_EVERY_S):
+            self._last_line, self._last_log = line, now
+            log.info("%s", line)
+
+    def _open_batches(self) -> list[BatchState]:
+        return [s for s in self.journal.states.values() if s.open_remote]
+
+    def _detached(self) -> None:
+        open_now = self._open_batches()
+        if open_now:
+            lines = sum(s.requests for s in open_now)
+            log.info("detached: %d batch%s (%d requests) running at the provider; run `batchrun "
+                     "run %s` again to collect them, or `batchrun cancel %s` to cancel them",
+                     len(open_now), "" if len(open_now) == 1 else "es", lines, self.job.source,
+                     self.sink.root)
+
+    def _say_still_running(self) -> None:
+        open_now = self._open_batches()
+        if open_now:
+            log.warning("interrupted: %d batch%s still running at the provider (they go on "
+                        "there); run the same command again to collect them (nothing is "
+                        "submitted twice), or `batchrun cancel %s` to cancel them",
+                        len(open_now), "" if len(open_now) == 1 else "es", self.sink.root)
+
+
+def _custom_ids(sidecar: Path) -> list[str]:
+    try:
+        with sidecar.open("rb") as lines:
+            return [orjson.loads(line)["cid"] for line in lines]
+    except FileNotFoundError:
+        return []

@@ -1,0 +1,194 @@
+"""Input rows -> batch files on disk: the pending requests of the batch variants, split by size.
+
+The input is streamed once; each request still to be answered is written to the open batch file
+of its variant (one model and one endpoint per file), which is closed and journaled `planned`
+once it holds `max_requests` lines or `max_bytes`. Nothing is held in memory but the files'
+counters, so a job of millions of rows plans in the memory of one. A request is skipped when it
+is already settled, sits in a live batch, or was handed to the online path.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+import orjson
+
+from batchrun import sources
+from batchrun.engine.batch.ids import batch_key, custom_id
+from batchrun.store import done_key
+
+if TYPE_CHECKING:
+    from batchrun.job import Job, VariantSpec
+    from batchrun.providers.batches.base import BatchAPI
+    from batchrun.sources import Request, Shard
+    from batchrun.store import Previous
+    from batchrun.store.batches import BatchJournal
+
+
+@dataclass(slots=True)
+class Pending:
+    """What the driver knows before a pass: what is settled, taken, or sent online."""
+
+    previous: Previous
+    settled: set[int] = field(default_factory=set)  # done_keys answered by this run
+    live: set[str] = field(default_factory=set)  # custom_ids in live batches
+    online: set[str] = field(default_factory=set)  # custom_ids handed to the online path
+
+    def done(self, key: int) -> bool:
+        """Whether the request with this done_key has a final result."""
+        previous = self.previous
+        return key in self.settled or key in previous.done_ok or key in previous.done_error
+
+
+@dataclass(slots=True)
+class PlanOutcome:
+    """What one pass over the input found and wrote."""
+
+    planned: list[str] = field(default_factory=list)  # batch keys journaled `planned`
+    previous_ok: int = 0
+    previous_error: int = 0
+    in_batches: int = 0  # requests already in a live batch
+    online_rows: set[str] = field(default_factory=set)  # row ids with a request sent online
+    revive: set[tuple[str, str]] = field(default_factory=set)
+
+
+class _OpenBatch:
+    """One batch file being written, with its sidecar of request details."""
+
+    def __init__(self, folder: Path, key: str, variant: VariantSpec) -> None:
+        self.key = key
+        self.variant = variant
+        self.data: IO[bytes] = (folder / f"{key}.jsonl").open("wb")
+        self.meta: IO[bytes] = (folder / f"{key}.requests.jsonl").open("wb")
+        self.count = 0
+        self.size = 0
+        self.worst = 0.0
+
+    def add(self, line: bytes, request: Request, cid: str) -> None:
+        self.data.write(line)
+        self.meta.write(orjson.dumps({
+            "cid": cid, "id": request.row_id, "sample": request.sample, "hash": request.hash,
+            "keep": request.keep,
+        }, default=str) + b"\n")
+        self.count += 1
+        self.size += len(line)
+        factor = request.price.batch if request.price is not None else 1.0
+        self.worst += request.worst_cost * factor
+
+    def close(self) -> None:
+        for handle in (self.data, self.meta):
+            handle.flush()
+            os.fsync(handle.fileno())
+            handle.close()
+
+
+class Planner:
+    """One pass over the input, writing the batch variants' pending requests into batch files."""
+
+    def __init__(
+        self, job: Job, variants: Sequence[VariantSpec], apis: Mapping[str, BatchAPI],
+        journal: BatchJournal, pending: Pending, *, rows: int, shard: Shard | None,
+        only_ids: frozenset[str] | None, stopping: Callable[[], bool],
+    ) -> None:
+        self.job = job
+        self.variants = tuple(variants)
+        self.apis = apis
+        self.journal = journal
+        self.pending = pending
+        self.rows = rows
+        self.shard = shard
+        self.only_ids = only_ids
+        self.stopping = stopping
+        self._open: dict[str, _OpenBatch] = {}
+        self._limits = {
+            name: (min(job.batch.max_requests, api.max_requests),
+                   min(job.batch.max_bytes, api.max_bytes))
+            for name, api in apis.items()
+        }
+
+    def run(self) -> PlanOutcome:
+        """Plan every pending request; the batches it journaled."""
+        outcome = PlanOutcome()
+        families = {p.name: p.api for p in self.job.providers}
+        spec = self.job.input
+        remaining = self.rows
+        try:
+            for batch in sources.iter_rows(spec, self.job.base_dir, self.job.output.keep_columns):
+                if remaining <= 0 or self.stopping():
+                    break
+                for row in batch[:remaining]:
+                    if self.shard is not None and not self.shard.owns(row.id):
+                        continue
+                    if self.only_ids is not None and row.id not in self.only_ids:
+                        continue
+                    for request in sources.requests_for_row(row, self.variants, families):
+                        self._place(request, outcome)
+                remaining -= len(batch)
+        finally:
+            for open_batch in list(self._open.values()):
+                self._finish(open_batch, outcome)
+        return outcome
+
+    def _place(self, request: Request, outcome: PlanOutcome) -> None:
+        pending = self.pending
+        key = done_key(request.row_id, request.hash)
+        previous = pending.previous
+        if key in pending.settled:
+            return
+        if key in previous.done_ok:
+            outcome.previous_ok += 1
+            if key in previous.superseded:  # asked for again: A -> B -> A
+                outcome.revive.add((request.row_id, request.hash))
+            return
+        if key in previous.done_error:
+            outcome.previous_error += 1
+            return
+        cid = custom_id(self.journal.run_id, request.row_id, request.hash)
+        if cid in pending.live:
+            outcome.in_batches += 1
+            return
+        if cid in pending.online:
+            outcome.online_rows.add(request.row_id)
+            return
+        api = self.apis[request.provider]
+        line = api.line(cid, request.body)
+        max_requests, max_bytes = self._limits[request.provider]
+        open_batch = self._open.get(request.variant)
+        if open_batch is not None and (open_batch.count >= max_requests
+                                       or open_batch.size + len(line) > max_bytes):
+            self._finish(open_batch, outcome)
+            open_batch = None
+        if open_batch is None:
+            seq = len(self.journal.states) + len(self._open) + 1
+            variant = next(v for v in self.variants if v.name == request.variant)
+            open_batch = _OpenBatch(self.journal.folder, batch_key(self.journal.run_id, seq),
+                                    variant)
+            self._open[request.variant] = open_batch
+        open_batch.add(line, request, cid)
+        pending.live.add(cid)
+
+    def _finish(self, open_batch: _OpenBatch, outcome: PlanOutcome) -> None:
+        del self._open[open_batch.variant.name]
+        open_batch.close()
+        if not open_batch.count:
+            return
+        variant = open_batch.variant
+        # Written last: a file without its `planned` line is a crash's leftover, planned again.
+        self.journal.append(
+            open_batch.key, "planned", variant=variant.name, provider=variant.provider,
+            model=variant.model, requests=open_batch.count, bytes=open_batch.size,
+            worst_usd=open_batch.worst, price=_price(variant),
+        )
+        outcome.planned.append(open_batch.key)
+
+
+def _price(variant: VariantSpec) -> dict[str, Any] | None:
+    price = variant.price
+    if price is None:
+        return None
+    return {"input": price.input, "output": price.output, "cached_input": price.cached_input,
+            "batch": price.batch}

@@ -1,0 +1,268 @@
+"""One batch's remote steps, each an intent journaled before the call and an outcome after it.
+
+    planned --upload--> uploaded --create--> created --poll...--> ended --download--> downloaded
+
+A crash (or an answer that never came) between `create` and `created` leaves the batch unknown:
+it is looked up by listing the provider's batches, by its key in the metadata (OpenAI) or by
+the custom_ids of its results (Anthropic, whose batch objects keep no metadata), and created
+again only once no batch of the provider can be it. Nothing here decides what a line means;
+that is `collect`'s job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import orjson
+
+from batchrun.errors import AccountRefused, NotFound, RequestError, RetryableError, TerminalError
+
+if TYPE_CHECKING:
+    from tenacity import AsyncRetrying
+
+    from batchrun.providers.batches.base import BatchAPI, BatchInfo
+    from batchrun.store.batches import BatchJournal, BatchState
+
+log = logging.getLogger("batchrun")
+T = TypeVar("T")
+
+# A batch created this long before its create intent was written cannot be it (clock skew).
+LOOKUP_SLACK_S = 600.0
+# A batch that ended `completed` with answered lines and no output file is looked at this many
+# times more before it is believed: a provider may fill output_file_id in just after.
+NO_OUTPUT_CHECKS = 2
+KILL_ENV = "BATCHRUN_TEST_KILL_AT"
+
+
+def kill_point(point: str) -> None:
+    """Crash tests: SIGKILL this process right after `point`, if BATCHRUN_TEST_KILL_AT names it."""
+    if os.environ.get(KILL_ENV) == point:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class Remote:
+    """The remote steps of one provider's batches, journaled as they happen."""
+
+    def __init__(
+        self, api: BatchAPI, journal: BatchJournal, policy: AsyncRetrying, *, window: str,
+        metadata: Mapping[str, str],
+    ) -> None:
+        self.api = api
+        self.journal = journal
+        self.policy = policy
+        self.window = window
+        self.metadata = dict(metadata)
+        self._no_output_seen: dict[str, int] = {}
+
+    async def record(self, key: str, event: str, **fields: Any) -> BatchState:
+        """Journal one event durably (off the event loop), then the crash tests' hook."""
+        state = await asyncio.to_thread(self.journal.append, key, event, **fields)
+        kill_point(event)
+        return state
+
+    def path(self, state: BatchState, suffix: str = ".jsonl") -> Path:
+        """A file of the batch under DIR/batches/."""
+        return self.journal.folder / f"{state.key}{suffix}"
+
+    async def submit(self, state: BatchState) -> None:
+        """planned -> uploaded -> created; a refusal ends the batch `failed`."""
+        try:
+            if state.state in ("planned", "upload") and self.api.keeps_metadata:
+                await self.record(state.key, "upload")
+                file_id = await self._retried(lambda: self.api.upload(state.key, self.path(state)))
+                await self.record(state.key, "uploaded", file_id=file_id)
+            await self.record(state.key, "create")
+            info = await self._create(state)
+        except TerminalError as error:
+            if isinstance(error, AccountRefused):
+                raise
+            await self.ended_without_batch(state, error.message)
+            return
+        if info is not None:
+            await self.created(state, info)
+
+    async def _create(self, state: BatchState) -> BatchInfo | None:
+        """Create; None when the answer never came (the batch may exist: looked up later)."""
+        metadata = {**self.metadata, "batchrun_key": state.key}
+        try:
+            return await self._retried(
+                lambda: self.api.create(self.path(state), state.file_id, self.window, metadata),
+                answered_only=True)
+        except (_Unanswered, RetryableError) as error:
+            log.warning("%s: no answer to creating batch %s (%s); it is looked up before it is "
+                        "created again", state.provider, state.key, error.message)
+            return None
+
+    async def created(self, state: BatchState, info: BatchInfo) -> None:
+        """Journal a batch the provider has (created now, or found by a lookup)."""
+        await self.record(state.key, "created", batch_id=info.id, status=info.status,
+                          done=info.done, total=info.total)
+
+    async def ended_without_batch(self, state: BatchState, message: str) -> None:
+        """The provider refused the batch as a whole: it ends `failed`, its rows unfinished."""
+        log.error("%s: batch %s (%d requests) was refused: %s", state.provider, state.key,
+                  state.requests, message)
+        await self.record(state.key, "ended", status="failed", message=message, files=[])
+
+    async def look_up(self, state: BatchState, known: set[str]) -> bool:
+        """Resolve a batch whose create had no recorded answer; False while that is unsure.
+
+        Found: journaled `created`. Certainly absent: created now.
+        """
+        since = (state.create_at or 0.0) - LOOKUP_SLACK_S
+        unsure = False
+        async for info in self.api.listing():
+            if info.created_at is not None and info.created_at < since:
+                break
+            if info.id in known:
+                continue
+            if self.api.keeps_metadata:
+                if info.key == state.key:
+                    log.info("%s: batch %s found at the provider as %s", state.provider,
+                             state.key, info.id)
+                    await self.created(state, info)
+                    return True
+                continue
+            if info.total != state.requests:
+                continue
+            if not info.ended:
+                unsure = True  # its custom_ids show only once it has ended
+                continue
+            if await self._holds_ours(state, info):
+                log.info("%s: batch %s found at the provider as %s", state.provider, state.key,
+                         info.id)
+                await self.created(state, info)
+                return True
+        if unsure:
+            return False
+        await self.submit(state)
+        return True
+
+    async def _holds_ours(self, state: BatchState, info: BatchInfo) -> bool:
+        paths = await self._retried(
+            lambda: self.api.download(info, self.journal.folder, f"{state.key}.probe"))
+        try:
+            return await asyncio.to_thread(_first_id_is_ours, self.api, paths,
+                                           self.path(state, ".requests.jsonl"))
+        finally:
+            for path in paths:
+                path.unlink(missing_ok=True)
+
+    async def poll(self, state: BatchState) -> bool:
+        """Look at a created batch; journal what changed. True when something did."""
+        assert state.batch_id is not None
+        try:
+            info = await self._retried(lambda: self.api.get(state.batch_id or ""))
+        except NotFound as error:
+            log.error("%s: batch %s (%s) is gone from the provider: %s", state.provider,
+                      state.key, state.batch_id, error.message)
+            await self.record(state.key, "ended", status="lost", message=error.message, files=[])
+            return True
+        except RetryableError as error:
+            log.warning("%s: polling batch %s failed (%s); trying again later", state.provider,
+                        state.batch_id, error.message)
+            return False
+        if info.ended:
+            if self._output_missing(state, info):
+                return False
+            await self.record(state.key, "ended", status=info.status, done=info.done,
+                              total=info.total, counts=dict(info.counts),
+                              message=self._message(info), output_file_id=info.output_file_id,
+                              error_file_id=info.error_file_id, results_url=info.results_url)
+            return True
+        if (info.status, info.done, info.total) == (state.status, state.done, state.total):
+            return False
+        await self.record(state.key, "polled", status=info.status, done=info.done,
+                          total=info.total, counts=dict(info.counts))
+        return True
+
+    def _output_missing(self, state: BatchState, info: BatchInfo) -> bool:
+        """Whether to wait for an output file that a completed batch should have."""
+        answered = info.counts.get("completed", 0)
+        if info.status != "completed" or info.output_file_id or not answered:
+            return False
+        seen = self._no_output_seen.get(state.key, 0) + 1
+        self._no_output_seen[state.key] = seen
+        return seen <= NO_OUTPUT_CHECKS
+
+    @staticmethod
+    def _message(info: BatchInfo) -> str | None:
+        if info.status == "completed" and not info.output_file_id and info.counts.get(
+                "completed", 0):
+            return (f"batch {info.id} ended completed with {info.counts['completed']} answered "
+                    "lines but no output file: their answers cannot be read")
+        if info.status == "failed":
+            return f"batch {info.id} failed: {info.message or 'the provider gave no reason'}"
+        return info.message
+
+    async def download(self, state: BatchState) -> None:
+        """ended -> downloaded: the result files on disk (none for a batch that failed)."""
+        if state.status in ("failed", "lost") or state.batch_id is None:
+            await self.record(state.key, "downloaded", files=[])
+            return
+        from batchrun.providers.batches.base import BatchInfo
+
+        info = BatchInfo(id=state.batch_id, status=state.status or "", phase="ended",
+                         done=state.done, total=state.total,
+                         output_file_id=state.output_file_id, error_file_id=state.error_file_id,
+                         results_url=state.results_url)
+        kill_point("download")
+        try:
+            paths = await self._retried(lambda: self.api.download(info, self.journal.folder,
+                                                                  state.key))
+        except NotFound as error:
+            message = f"a result file of batch {state.batch_id} is not found: {error.message}"
+            log.error("%s: %s", state.provider, message)
+            await self.record(state.key, "downloaded", files=[], message=message)
+            return
+        await self.record(state.key, "downloaded", files=[path.name for path in paths])
+
+    async def cancel(self, state: BatchState) -> None:
+        """Ask the provider to cancel a created batch (it ends by itself, with what it did)."""
+        assert state.batch_id is not None
+        await self.record(state.key, "cancel")
+        try:
+            await self._retried(lambda: self.api.cancel(state.batch_id or ""))
+        except TerminalError as error:  # already ended: nothing to cancel
+            log.info("%s: batch %s: %s", state.provider, state.batch_id, error.message)
+
+    async def _retried(
+        self, call: Callable[[], Awaitable[T]], *, answered_only: bool = False
+    ) -> T:
+        """`call` under the [retry] policy; `answered_only`: retry only what the server refused.
+
+        A create that timed out or lost its connection may have been carried out, so it is not
+        sent again blindly: the lookup decides.
+        """
+        async for attempt in self.policy.copy():
+            with attempt:
+                try:
+                    return await call()
+                except RetryableError as error:
+                    if answered_only and error.status is None:
+                        raise _Unanswered(error) from None
+                    raise
+        raise AssertionError("unreachable: the policy re-raises")
+
+
+class _Unanswered(TerminalError):
+    """A create whose answer never came: stops the retries, looked up instead."""
+
+    def __init__(self, error: RequestError) -> None:
+        super().__init__(error.message)
+        self.cause = error
+
+
+def _first_id_is_ours(api: BatchAPI, paths: list[Path], sidecar: Path) -> bool:
+    with sidecar.open("rb") as lines:
+        ours = {orjson.loads(line)["cid"] for line in lines}
+    for path in paths:
+        for custom_id in api.custom_ids_in(path):
+            return custom_id in ours
+    return False
