@@ -43,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--retry-errors", action="store_true",
                      help="send again the requests that ended in error")
     run.add_argument("--no-progress", action="store_true", help="no progress bar or log lines")
+    run.add_argument("--detach", action="store_true",
+                     help="batch variants: submit their provider batches and exit; the same "
+                     "command run again later collects them")
     where = run.add_mutually_exclusive_group()
     where.add_argument("--shard", metavar="I/N",
                        help="run only shard I of N (rows by a hash of their id), in "
@@ -58,6 +61,12 @@ def _parser() -> argparse.ArgumentParser:
                      "Job), or the number of Ray tasks (default: the cluster's CPUs)")
     run.add_argument("--progress-events", action="store_true", help=argparse.SUPPRESS)
     run.add_argument("--known-input", metavar="ROWS:SELECTED", help=argparse.SUPPRESS)
+
+    cancel = commands.add_parser(
+        "cancel", help="cancel a run's open provider batches and collect what they finished",
+        description="Cancel the provider batches a run (every shard of it) still has open, "
+        "then collect the answers they had finished; the rest stay pending for a later run.")
+    cancel.add_argument("dir", help="the run's output directory")
 
     compact = commands.add_parser(
         "compact", help="merge a run's checkpoint parts into a few large ones",
@@ -198,6 +207,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.command == "compact":
         return _compact(args.dir)
+    if args.command == "cancel":
+        return _cancel(args.dir)
     if args.command == "schema":
         from batchrun.job.schema import job_schema
 
@@ -243,6 +254,7 @@ def _run(args: argparse.Namespace) -> int:
         limit=args.limit, fresh=args.fresh, retry_errors=args.retry_errors,
         progress=not args.no_progress, handle_signals=True, shard=shard,
         progress_events=args.progress_events, known_input=_known_input(args.known_input),
+        detach=args.detach,
     )
     if args.progress_events:
         from batchrun.cluster.processes import emit_summary, watch_parent
@@ -287,6 +299,19 @@ def _run_many(args: argparse.Namespace, job: Job) -> int:
     if outcome.summary is None:
         return outcome.exit_code
     return _print_summary(outcome.summary)
+
+
+def _cancel(directory: str) -> int:
+    from batchrun.engine.batch.cancel import cancel_batches
+
+    done = cancel_batches(directory)
+    if not done.cancelled:
+        print(f"{directory}: no open provider batches", file=sys.stderr)
+        return EXIT_OK
+    print(f"{directory}: {done.cancelled} batch{'' if done.cancelled == 1 else 'es'} cancelled; "
+          f"{done.ok} answers they had finished collected ({done.error} error); the requests "
+          "they left unanswered stay pending: run the job again to send them", file=sys.stderr)
+    return EXIT_OK
 
 
 def _compact(directory: str) -> int:

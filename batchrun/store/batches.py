@@ -7,10 +7,11 @@
 
 Every line has `at` (Unix time), `key` (batchrun's batch key) and `event`. A batch goes
 planned -> upload -> uploaded -> create -> created -> (polled ...) -> ended -> downloaded ->
-commit -> committed; `upload`, `create`, `cancel` and `commit` are intents, written before the
-remote call (or the result writes) they announce, so a crash between an intent and its outcome is
-resumed by looking the batch up, never by doing it again blindly. The first line, with key "",
-names the run (`run_id`), which every batch's key and custom_ids carry.
+commit -> committed (`absent`: a lookup found that the create never happened, so the batch is
+back where it was before it). `upload`, `create`, `cancel` and `commit` are intents, written
+before the remote call (or the result writes) they announce, so a crash between an intent and
+its outcome is resumed by looking the batch up, never by doing it again blindly. The first
+line, with key "", names the run (`run_id`), which every batch's key and custom_ids carry.
 """
 
 from __future__ import annotations
@@ -100,6 +101,8 @@ class BatchState:
             self.ended_at = float(line.get("at", 0.0))
         if event in STATES:
             self.state = str(event)
+        elif event == "absent":  # a lookup found no such batch: it was never created
+            self.state = "uploaded" if self.file_id else "planned"
 
     def to_dict(self) -> dict[str, Any]:
         """What `report` shows of the batch."""

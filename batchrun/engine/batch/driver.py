@@ -122,11 +122,11 @@ class BatchDriver:
         for state in states.values():
             if state.state not in ("planned", "upload", "uploaded", "committed"):
                 self.budget.hold(state.worst_usd)  # submitted by an earlier run
-        first = True
+        first = plan = True
         while not self.interrupted:
-            if not self.cancel_mode and self.variants and not self.budget.exhausted:
+            if plan and not self.cancel_mode and self.variants and not self.budget.exhausted:
                 await self._plan(first)
-            first = False
+                first = plan = False
             if self.cancel_mode:
                 await self._cancel_open()
             else:
@@ -136,15 +136,12 @@ class BatchDriver:
                 await self._commit_ended()
                 self._detached()
                 return
-            if not any(s.live and s.state not in self._stalled() for s in states.values()):
+            stalled = self._stalled()
+            if not any(s.live and s.state not in stalled for s in states.values()):
                 break
             await self._wait()
-            resubmitted = await self._commit_ended()
-            if self.cancel_mode and not any(s.open_remote for s in states.values()):
-                break
-            if not resubmitted and not any(s.open_remote for s in states.values()) and all(
-                    s.state in self._stalled() or not s.live for s in states.values()):
-                break
+            # Requests to resubmit are planned again from the input, into new batches.
+            plan = await self._commit_ended() or plan
         if self.interrupted:
             self._say_still_running()
             return
@@ -152,9 +149,11 @@ class BatchDriver:
             await self._online()
 
     def _stalled(self) -> tuple[str, ...]:
-        """States that wait for a next run: planned past the budget or on a refused account."""
-        return ("planned", "upload", "uploaded") if self.budget.exhausted or self._refused \
-            else ()
+        """States left for a next run: not submitted past the budget, a refused account or in
+        a cancel."""
+        if self.cancel_mode or self.budget.exhausted or self._refused:
+            return ("planned", "upload", "uploaded")
+        return ()
 
     def _load_pending(self, journal: BatchJournal) -> None:
         """From the journal: requests in live batches, sent online, resubmitted how often."""
@@ -244,7 +243,8 @@ class BatchDriver:
                 if state.state == "created":
                     changed = await remote.poll(state) or changed
                 elif state.state == "create":
-                    changed = await remote.look_up(state, known) or changed
+                    changed = await remote.look_up(state, known,
+                                                   create=not self.cancel_mode) or changed
             except AccountRefused as refusal:
                 self._refuse(state, refusal)
         return changed

@@ -79,6 +79,7 @@ class Remote:
                 await self.record(state.key, "uploaded", file_id=file_id)
             await self.record(state.key, "create")
             info = await self._create(state)
+            kill_point("create-sent")  # the batch exists, its id not yet on disk
         except TerminalError as error:
             if isinstance(error, AccountRefused):
                 raise
@@ -110,10 +111,11 @@ class Remote:
                   state.requests, message)
         await self.record(state.key, "ended", status="failed", message=message, files=[])
 
-    async def look_up(self, state: BatchState, known: set[str]) -> bool:
+    async def look_up(self, state: BatchState, known: set[str], *, create: bool = True) -> bool:
         """Resolve a batch whose create had no recorded answer; False while that is unsure.
 
-        Found: journaled `created`. Certainly absent: created now.
+        Found: journaled `created`. Certainly absent: created now (or, without `create`,
+        journaled `absent`: back to before the create).
         """
         since = (state.create_at or 0.0) - LOOKUP_SLACK_S
         unsure = False
@@ -141,7 +143,10 @@ class Remote:
                 return True
         if unsure:
             return False
-        await self.submit(state)
+        if create:
+            await self.submit(state)
+        else:
+            await self.record(state.key, "absent")
         return True
 
     async def _holds_ours(self, state: BatchState, info: BatchInfo) -> bool:

@@ -1,0 +1,104 @@
+"""Batch mode survives SIGKILL anywhere: real processes, real signals, a real mock on loopback.
+
+Each run is killed at one moment, by the driver's own hook right after it journals a state
+(BATCHRUN_TEST_KILL_AT) or by the test at a random moment, then run again until it is done. In
+the end every (id, variant, sample) has exactly one result, each the answer to its own request;
+at the mock no request ever sat in two live batches at once and none was billed twice.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import batchrun
+from batchrun.mock import MockConfig, MockThread, expected_content
+from tests.test_batch_jobs import batch_body, batch_job
+
+pytestmark = pytest.mark.slow
+
+ROWS = 40
+KILLED = -signal.SIGKILL
+
+
+def run(job: Path, kill_at: str | None = None) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("BATCHRUN_TEST_KILL_AT", None)
+    if kill_at is not None:
+        env["BATCHRUN_TEST_KILL_AT"] = kill_at
+    return subprocess.Popen([sys.executable, "-m", "batchrun", "run", str(job), "--no-progress"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+
+
+def finish(job: Path) -> None:
+    """Run again until a run ends by itself with exit 0."""
+    for _ in range(4):
+        process = run(job)
+        _, err = process.communicate(timeout=60)
+        if process.returncode == 0:
+            return
+        assert process.returncode != KILLED, err.decode()
+    raise AssertionError(f"not done after 4 reruns: {err.decode()}")
+
+
+def check_exactly_once(folder: Path, server: MockThread, model: str = "mock-1") -> None:
+    frame = batchrun.read(folder / "out")
+    assert len(frame) == ROWS
+    assert frame.groupby(["id", "variant", "sample"]).size().max() == 1
+    assert set(frame["status"]) == {"ok"}
+    assert set(frame["mode"]) == {"batch"} and frame["batch_id"].notna().all()
+    for row in frame.itertuples():
+        assert row.content == expected_content(batch_body(int(row.id[1:]), model)), row.id
+    stats = server.stats
+    assert stats.batch_overlaps() == 0, stats.batch_live_max
+    assert stats.billed_twice() == 0, stats.batch_billed
+    assert stats.batch_lines_billed == ROWS
+
+
+# In the order a batch goes through them: each run of one directory is killed at the next one.
+OPENAI_POINTS = ["upload", "uploaded", "create", "create-sent", "created", "polled", "download",
+                 "downloaded", "commit-half", "committed"]
+ANTHROPIC_POINTS = ["create", "create-sent", "created", "downloaded", "commit-half"]
+
+
+@pytest.mark.parametrize(("api", "model", "points"), [
+    ("openai", "mock-1", OPENAI_POINTS),
+    ("anthropic", "claude-mock", ANTHROPIC_POINTS),
+])
+def test_sigkill_right_after_each_journaled_state_then_rerun_gives_every_row_once(
+    tmp_path: Path, api: str, model: str, points: list[str]
+) -> None:
+    """create-sent: the provider has the batch, its id never reached the disk (an orphan)."""
+    with MockThread(MockConfig(batch_seconds=0.2)) as server:
+        job = batch_job(tmp_path, server.base_url, rows=ROWS, api=api,
+                        batch={"max_requests": 15},
+                        variants=[{"name": "b", "model": model, "mode": "batch",
+                                   "params": {"max_tokens": 32}}])
+        for point in points:
+            process = run(job, kill_at=point)
+            _, err = process.communicate(timeout=60)
+            assert process.returncode == KILLED, (point, err.decode())
+        finish(job)
+        check_exactly_once(tmp_path, server, model)
+
+
+def test_sigkill_at_random_moments_then_rerun_gives_every_row_once(tmp_path: Path) -> None:
+    chooser = random.Random(20261202)
+    with MockThread(MockConfig(batch_seconds=0.3, batch_shuffle_results=True)) as server:
+        job = batch_job(tmp_path, server.base_url, rows=ROWS, batch={"max_requests": 7})
+        for _ in range(3):
+            process = run(job)
+            time.sleep(0.6 + chooser.random() * 0.8)
+            if process.poll() is not None:
+                break
+            process.send_signal(signal.SIGKILL)
+            process.communicate(timeout=30)
+        finish(job)
+        check_exactly_once(tmp_path, server)
