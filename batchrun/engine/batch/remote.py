@@ -176,9 +176,13 @@ class Remote:
         if info.ended:
             if self._output_missing(state, info):
                 return False
+            message = self._message(info)
+            if message is not None:
+                log.error("%s: %s; its %d requests are handled as [batch] unfinished says",
+                          state.provider, message, state.requests)
             await self.record(state.key, "ended", status=info.status, done=info.done,
-                              total=info.total, counts=dict(info.counts),
-                              message=self._message(info), output_file_id=info.output_file_id,
+                              total=info.total, counts=dict(info.counts), message=message,
+                              output_file_id=info.output_file_id,
                               error_file_id=info.error_file_id, results_url=info.results_url)
             return True
         if (info.status, info.done, info.total) == (state.status, state.done, state.total):
@@ -204,7 +208,7 @@ class Remote:
                     "lines but no output file: their answers cannot be read")
         if info.status == "failed":
             return f"batch {info.id} failed: {info.message or 'the provider gave no reason'}"
-        return info.message
+        return None
 
     async def download(self, state: BatchState) -> None:
         """ended -> downloaded: the result files on disk (none for a batch that failed)."""

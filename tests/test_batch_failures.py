@@ -1,0 +1,191 @@
+"""Batch mode under every failure the mock injects, each row's final state checked.
+
+Runs are in-process (`batchrun.run`) against a real mock on loopback with batches of a fraction
+of a second: expired lines, per-line 500s, 429s and 400s, shuffled result files, a batch that
+completes without its output file, a batch that fails validation, an upload the Files API does
+not show at once. Cost is checked to the micro-dollar.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import batchrun
+from batchrun.mock import MockConfig, MockThread, expected_content
+from batchrun.store.batches import read_batches
+from tests.conftest import write_rows
+from tests.test_batch_jobs import PRICE, batch_body, batch_job
+
+ROWS = 30
+
+
+def run_batches(
+    tmp_path: Path, config: dict[str, Any], *, rows: int = ROWS, **job: Any
+) -> tuple[batchrun.RunSummary, Any, MockThread]:
+    """One run to its end; its summary, its results and the (stopped) mock."""
+    with MockThread(MockConfig(**{"batch_seconds": 0.15, **config})) as server:
+        path = batch_job(tmp_path, server.base_url, rows=rows, **job)
+        summary = batchrun.run(path)
+    return summary, batchrun.read(tmp_path / "out"), server
+
+
+def own_answers(frame: Any, model: str = "mock-1") -> bool:
+    """Whether every ok row holds the answer to its own request."""
+    ok = frame[frame["status"] == "ok"]
+    return all(row.content == expected_content(batch_body(int(row.id[1:]), model))
+               for row in ok.itertuples())
+
+
+def test_expired_lines_are_resubmitted_and_the_answered_ones_kept(tmp_path: Path) -> None:
+    """The mock expires the last lines of every batch, so one line expires for ever."""
+    summary, frame, server = run_batches(tmp_path, {"batch_expire_share": 0.3},
+                                         retry={"max_attempts": 4})
+    ok, errors = frame[frame["status"] == "ok"], frame[frame["status"] == "error"]
+    assert len(frame) == ROWS and own_answers(frame)
+    assert server.stats.batches_ended.get("expired", 0) >= 4
+    assert (ok["attempts"] > 1).any()  # expired ones answered in a later batch
+    assert set(errors["error_type"]) == {"BatchExpired"} and set(errors["attempts"]) == {4}
+    assert errors["error_message"].str.contains("after 4 batches").all()
+    assert summary.exit_code == 1 and summary.error == len(errors)
+    # Every answered line was kept: none had to be bought again.
+    assert server.stats.billed_twice() == 0 and server.stats.batch_lines_billed == len(ok)
+
+
+@pytest.mark.parametrize("share", ["batch_500_share", "batch_429_share"])
+def test_lines_that_come_back_with_a_retryable_error_are_resubmitted(
+    tmp_path: Path, share: str
+) -> None:
+    summary, frame, server = run_batches(tmp_path, {share: 0.3}, retry={"max_attempts": 10})
+    assert summary.exit_code == 0 and set(frame["status"]) == {"ok"} and own_answers(frame)
+    assert (frame["attempts"] > 1).any() and server.stats.batches_created > 1
+    assert server.stats.billed_twice() == 0 and server.stats.batch_lines_billed == ROWS
+
+
+def test_expired_lines_become_errors_with_unfinished_error(tmp_path: Path) -> None:
+    summary, frame, server = run_batches(tmp_path, {"batch_expire_share": 0.2},
+                                         batch={"unfinished": "error"})
+    errors = frame[frame["status"] == "error"]
+    assert len(frame) == ROWS and summary.exit_code == 1
+    assert len(errors) == ROWS - server.stats.batch_lines_billed > 0
+    assert set(errors["error_type"]) == {"BatchExpired"}
+    assert errors["error_message"].str.contains("expired before this request").all()
+    assert server.stats.batches_created == 1 and own_answers(frame)
+
+
+def test_expired_lines_go_online_with_unfinished_online(tmp_path: Path) -> None:
+    summary, frame, server = run_batches(tmp_path, {"batch_expire_share": 0.2},
+                                         batch={"unfinished": "online"})
+    assert summary.exit_code == 0 and set(frame["status"]) == {"ok"} and own_answers(frame)
+    online = frame[frame["mode"] == "online"]
+    assert len(online) == ROWS - server.stats.batch_lines_billed > 0
+    assert online["batch_id"].isna().all() and server.stats.ok == len(online)
+    assert server.stats.batches_created == 1
+
+
+def test_retryable_line_errors_are_resubmitted_and_final_ones_recorded_at_once(
+    tmp_path: Path,
+) -> None:
+    rows = [{"id": f"r{i}", "text": f"item {i}"} for i in range(ROWS)]
+    rows[3]["text"] += " [[mock:fail=400]]"  # refused for ever: an error at once
+    rows[4]["text"] += " [[mock:fail=500x1]]"  # fails once: fine in the second batch
+    write_rows(tmp_path / "rows.jsonl", rows)
+    summary, frame, server = run_batches(tmp_path, {}, rows=0)
+    by_id = frame.set_index("id")
+    assert summary.exit_code == 1 and len(frame) == ROWS
+    assert by_id.loc["r3", "status"] == "error" and by_id.loc["r3", "error_type"] == "BadRequest"
+    assert by_id.loc["r3", "attempts"] == 1
+    assert by_id.loc["r4", "status"] == "ok" and by_id.loc["r4", "attempts"] == 2
+    assert (frame["status"] == "ok").sum() == ROWS - 1
+    assert server.stats.billed_twice() == 0
+
+
+def test_a_batch_completed_without_its_output_file_is_an_error_never_a_success(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    summary, frame, _ = run_batches(tmp_path, {"batch_no_output_file": True},
+                                    batch={"unfinished": "error"})
+    assert summary.exit_code == 1 and len(frame) == ROWS
+    assert set(frame["status"]) == {"error"} and set(frame["error_type"]) == {"BatchFailed"}
+    assert frame["error_message"].str.contains("no output file").all()
+    _, states = read_batches(tmp_path / "out")
+    assert [s.status for s in states.values()] == ["completed"]
+
+
+@pytest.mark.parametrize("api", ["openai", "anthropic"])
+def test_a_batch_that_fails_validation_is_reported_and_its_rows_resubmitted(
+    tmp_path: Path, api: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    model = "claude-mock" if api == "anthropic" else "mock-1"
+    variant = {"name": "b", "model": model, "mode": "batch", "params": {"max_tokens": 32}}
+    summary, frame, server = run_batches(tmp_path, {"batch_validation_failures": 1}, api=api,
+                                         variants=[variant])
+    assert summary.exit_code == 0 and set(frame["status"]) == {"ok"}
+    assert own_answers(frame, model) and set(frame["attempts"]) == {2}
+    _, states = read_batches(tmp_path / "out")
+    assert [s.status for s in states.values()] == ["failed", "completed" if api == "openai"
+                                                   else "ended"]
+    said = "token_limit_exceeded" if api == "openai" else "failed validation"
+    assert said in caplog.text
+
+
+def test_shuffled_results_and_a_lagging_file_store_change_nothing(tmp_path: Path) -> None:
+    summary, frame, _ = run_batches(
+        tmp_path, {"batch_shuffle_results": True, "file_visible_after_ms": 150},
+        batch={"max_requests": 8})
+    assert summary.exit_code == 0 and len(frame) == ROWS and own_answers(frame)
+    _, states = read_batches(tmp_path / "out")
+    assert len(states) == 4
+
+
+def test_cost_is_usage_times_price_times_the_batch_factor(tmp_path: Path) -> None:
+    price = {**PRICE, "cached_input": 1.0, "batch": 0.4}
+    variants = [{"name": "b", "model": "mock-1", "mode": "batch", "params": {"max_tokens": 32},
+                 "price": price}]
+    summary, frame, _ = run_batches(tmp_path, {}, variants=variants)
+    expected = ((frame["prompt_tokens"] - frame["cached_tokens"].fillna(0)) * price["input"]
+                + frame["cached_tokens"].fillna(0) * price["cached_input"]
+                + frame["completion_tokens"] * price["output"]) / 1e6 * price["batch"]
+    assert (frame["cost_usd"] - expected).abs().max() < 1e-12
+    report = batchrun.results.build_report(tmp_path / "out")
+    assert abs(report["cost_usd"]["total"] - expected.sum()) < 1e-6
+    assert summary.cost_usd is not None and abs(summary.cost_usd - expected.sum()) < 1e-6
+
+
+def test_a_mixed_job_runs_its_online_and_its_batch_variant_side_by_side(tmp_path: Path) -> None:
+    variants = [{"name": "b", "model": "mock-1", "mode": "batch", "params": {"max_tokens": 32},
+                 "price": PRICE},
+                {"name": "o", "model": "mock-1", "params": {"max_tokens": 32}, "price": PRICE}]
+    summary, frame, server = run_batches(tmp_path, {}, variants=variants)
+    assert summary.exit_code == 0 and len(frame) == 2 * ROWS and summary.ok == 2 * ROWS
+    assert own_answers(frame)
+    modes = frame.groupby("variant")["mode"].agg(set).to_dict()
+    assert modes == {"b": {"batch"}, "o": {"online"}}
+    assert server.stats.ok == ROWS and server.stats.batch_lines_billed == ROWS
+    online, batch = (frame[frame["variant"] == v].set_index("id") for v in ("o", "b"))
+    ratio = batch["cost_usd"] / online["cost_usd"]
+    assert (ratio - 0.5).abs().max() < 1e-9  # same answers, half the price
+
+
+def test_anthropic_custom_ids_fit_whatever_the_row_ids_and_responses_batches_work(
+    tmp_path: Path,
+) -> None:
+    ids = ["a b/c", "ünïcode", "x" * 200, "dots.and:colons"]
+    write_rows(tmp_path / "rows.jsonl", [{"id": i, "text": f"item {n}"}
+                                          for n, i in enumerate(ids)])
+    with MockThread(MockConfig(batch_seconds=0.1)) as server:
+        for api, model in (("anthropic", "claude-mock"), ("responses", "mock-1")):
+            folder = tmp_path / api
+            folder.mkdir()
+            (folder / "rows.jsonl").write_text((tmp_path / "rows.jsonl").read_text())
+            variant = {"name": "b", "model": model, "mode": "batch", "params": {"max_tokens": 32}}
+            summary = batchrun.run(batch_job(folder, server.base_url, api=api,
+                                             variants=[variant]))
+            frame = batchrun.read(folder / "out").set_index("id")
+            assert summary.exit_code == 0 and sorted(frame.index) == sorted(ids), api
+            for n, row_id in enumerate(ids):
+                assert frame.loc[row_id, "content"] == expected_content(batch_body(n, model))
+    assert json.dumps(server.stats.batches_ended) == '{"ended": 1, "completed": 1}'
