@@ -121,8 +121,8 @@ def test_a_batch_that_fails_validation_is_reported_and_its_rows_resubmitted(
 ) -> None:
     model = "claude-mock" if api == "anthropic" else "mock-1"
     variant = {"name": "b", "model": model, "mode": "batch", "params": {"max_tokens": 32}}
-    summary, frame, server = run_batches(tmp_path, {"batch_validation_failures": 1}, api=api,
-                                         variants=[variant])
+    summary, frame, _ = run_batches(tmp_path, {"batch_validation_failures": 1}, api=api,
+                                    variants=[variant])
     assert summary.exit_code == 0 and set(frame["status"]) == {"ok"}
     assert own_answers(frame, model) and set(frame["attempts"]) == {2}
     _, states = read_batches(tmp_path / "out")

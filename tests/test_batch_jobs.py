@@ -71,7 +71,7 @@ def test_bad_batch_values_name_the_file_the_key_and_what_to_do(
                "price": PRICE, **change.get("variant", {})}
     path = batch_job(tmp_path, "http://127.0.0.1:1/v1", variants=[variant],
                      batch=change.get("batch"))
-    with pytest.raises(JobError, match="job.toml") as raised:
+    with pytest.raises(JobError, match=r"job\.toml") as raised:
         Job.from_toml(path)
     assert message in str(raised.value)
 

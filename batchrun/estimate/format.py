@@ -16,18 +16,29 @@ def format_estimate(est: Estimate) -> str:
     cost = _range(est.cost_min, est.cost_max)
     if est.unpriced and est.cost_min is not None:
         cost += f" + unpriced ({', '.join(est.unpriced)})"
-    rows = [(v.name, v.model, f"{v.requests:,}", f"{v.prompt_tokens:,}", _count(v.completion_max),
-             _range(v.cost_min, v.cost_max)) for v in est.variants]
+    batch = [v for v in est.variants if v.mode == "batch"]
+    rows: list[tuple[str, ...]] = [
+        (v.name, v.model, f"{v.requests:,}", f"{v.prompt_tokens:,}", _count(v.completion_max),
+         _range(v.cost_min, v.cost_max)) for v in est.variants]
     rows.append(("total", "", f"{est.requests:,}", f"{est.prompt_tokens:,}",
                  _count(est.completion_max), cost))
+    head: tuple[str, ...] = ("variant", "model", "requests", "prompt tokens (est.)",
+                             "completion max", "cost (USD)")
+    if batch:  # batch variants: their batch cost, and the online cost beside it
+        head = (*head, "online cost (USD)")
+        online = [_range(v.online_cost_min, v.online_cost_max) if v.mode == "batch" else ""
+                  for v in est.variants]
+        rows = [(*row, extra) for row, extra in zip(rows, [*online, ""], strict=True)]
     lines = [f"estimate of {est.name}: offline, nothing sent",
              f"{est.rows:,} rows x {len(est.variants)} variants x their samples = "
              f"{est.requests:,} requests", "",
-             *_table(("variant", "model", "requests", "prompt tokens (est.)", "completion max",
-                      "cost (USD)"), rows), "",
+             *_table(head, rows), "",
              f"prompt tokens (+-{est.prompt_band:.0%}): {est.tokenizer}",
              "completion tokens: 0 .. max_tokens a request",
              "cost: those bands at each variant's prices, no cache discount",
+             *([f"batch variants ({', '.join(v.name for v in batch)}): the online price x "
+                "price.batch; done within the provider's batch window, not paced by the "
+                "limits below"] if batch else []),
              "time at the configured limits:"]
     for p in est.providers:
         who = f"  {p.name} ({', '.join(p.variants)})"

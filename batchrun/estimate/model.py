@@ -23,6 +23,10 @@ class VariantEstimate:
     completion_max: int | None  # sum of max_tokens; None: some request has none (unbounded)
     cost_min: float | None
     cost_max: float | None  # None also when the completion is unbounded
+    mode: str = "online"
+    # Batch variants: the same requests at the online price, beside their batch cost above.
+    online_cost_min: float | None = None
+    online_cost_max: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

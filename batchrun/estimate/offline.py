@@ -9,7 +9,10 @@ batchrun, and one that downloads its vocabulary would not be offline). The bands
     prompt     estimate x (1 - PROMPT_BAND) .. estimate x (1 + PROMPT_BAND)
     completion 0 .. max_tokens a request; a request without max_tokens is "unbounded"
     cost       min: prompt low x input price; max: prompt high x input + max_tokens x output
-               (no cache discount; a variant without a price is "unpriced", never $0)
+               (no cache discount; a variant without a price is "unpriced", never $0); a batch
+               variant's times its price.batch, its online cost shown beside it
+    batch      batch variants take no part in the time at the limits: they take the
+               provider's batch window at most
     time       per provider, its variants sharing its ceilings: the largest of requests / rpm
                and tokens / tpm (input and output tpm alike); no ceiling at all: "unlimited"
 """
@@ -73,9 +76,10 @@ def scan_input(job: Job, sample: int, seed: int) -> tuple[Estimate, list[sources
     if rows == 0:
         raise sources.no_rows(sources.list_files(job.input, job.base_dir), job.base_dir)
     variants = tuple(_variant(v.name, v.provider, v.model, v.price, sums[v.name],
-                              v.name in unbounded) for v in job.variants)
-    times = tuple(_time(p, [v for v in variants if v.provider == p.name])
-                  for p in job.providers if any(v.provider == p.name for v in variants))
+                              v.name in unbounded, v.mode) for v in job.variants)
+    online = [v for v in variants if v.mode == "online"]
+    times = tuple(_time(p, [v for v in online if v.provider == p.name])
+                  for p in job.providers if any(v.provider == p.name for v in online))
     priced = [v for v in variants if v.cost_min is not None]
     bounded = not unbounded
     return Estimate(
@@ -91,7 +95,8 @@ def scan_input(job: Job, sample: int, seed: int) -> tuple[Estimate, list[sources
 
 
 def _variant(
-    name: str, provider: str, model: str, price: Price | None, sums: list[int], unbounded: bool
+    name: str, provider: str, model: str, price: Price | None, sums: list[int], unbounded: bool,
+    mode: str,
 ) -> VariantEstimate:
     requests, settled, prompt, completion = sums
     low = high = None
@@ -100,8 +105,15 @@ def _variant(
         if not unbounded:
             high = prompt * (1 + PROMPT_BAND) * price.input + completion * price.output
             high /= PER_MILLION
-    return VariantEstimate(name, provider, model, requests, settled, prompt,
-                           None if unbounded else completion, low, high)
+    completion_max = None if unbounded else completion
+    if mode != "batch" or price is None:
+        return VariantEstimate(name, provider, model, requests, settled, prompt,
+                               completion_max, low, high, mode)
+    factor = price.batch
+    return VariantEstimate(
+        name, provider, model, requests, settled, prompt, completion_max,
+        None if low is None else low * factor, None if high is None else high * factor, mode,
+        online_cost_min=low, online_cost_max=high)
 
 
 def _time(spec: ProviderSpec, variants: list[VariantEstimate]) -> ProviderTime:

@@ -10,6 +10,7 @@ import pyarrow as pa
 
 from batchrun.results.read import read_table
 from batchrun.store import read_manifest, shard_folders
+from batchrun.store.batches import read_batches
 
 TOKEN_KINDS = ("prompt", "completion", "reasoning", "cached", "total")
 
@@ -60,6 +61,7 @@ def build_report(root: str | Path) -> dict[str, Any]:
         expected = counted_rows * int(spec.get("samples", 1))
         attempts = [r["attempts"] for r in mine if r["attempts"] is not None]
         by_variant[name] = {
+            "mode": spec.get("mode", "online"),
             "ok": ok,
             "error": len(mine) - ok,
             "pending": max(0, expected - len(mine)),
@@ -97,7 +99,18 @@ def build_report(root: str | Path) -> dict[str, Any]:
         "by_variant": by_variant,
         "errors": errors,
         "shards": _shards(table, folders) if folders else None,
+        "batches": _batches(root, folders),
     }
+
+
+def _batches(root: Path, folders: list[tuple[str, Path]]) -> list[dict[str, Any]]:
+    """The run's provider batches (every shard's), in the order they were planned."""
+    found: list[dict[str, Any]] = []
+    shards: list[tuple[str | None, Path]] = [*folders] or [(None, root)]
+    for shard, folder in shards:
+        _, states = read_batches(folder)
+        found.extend({**state.to_dict(), "shard": shard} for state in states.values())
+    return found
 
 
 def _merged_manifest(manifests: list[dict[str, Any] | None]) -> dict[str, Any]:
@@ -172,6 +185,7 @@ def format_report(report: dict[str, Any]) -> str:
         )
     for kind, entry in report["errors"].items():
         lines.append(f"  error {kind} x{entry['count']}: {entry['example']}")
+    lines += _batch_lines(report.get("batches") or [])
     shards = report.get("shards")
     if shards:
         unseen = shards["count"] - shards["started"]
@@ -181,3 +195,33 @@ def format_report(report: dict[str, Any]) -> str:
             pending = "not started" if not v["started"] else f"{v['pending']} pending"
             lines.append(f"  {name}: {v['ok']} ok, {v['error']} error, {pending}")
     return "\n".join(lines)
+
+
+BATCHES_SHOWN = 20
+
+
+def _batch_lines(batches: list[dict[str, Any]]) -> list[str]:
+    """A line for the run's batches in all, then one per batch (the latest ones)."""
+    if not batches:
+        return []
+    states: dict[str, int] = {}
+    for batch in batches:
+        shown = batch["status"] if batch["state"] == "created" else batch["state"]
+        states[shown or "submitted"] = states.get(shown or "submitted", 0) + 1
+    lines = ["batches   " + ", ".join(f"{n} {state}" for state, n in states.items())]
+    hidden = len(batches) - BATCHES_SHOWN
+    if hidden > 0:
+        lines.append(f"  ({hidden} earlier batches not shown; --json lists them all)")
+    for batch in batches[-BATCHES_SHOWN:]:
+        where = batch["batch_id"] or "not submitted"
+        status = batch["status"] or batch["state"]
+        counts = f"{batch['done']}/{batch['total'] or batch['requests']} lines"
+        settled = (f", {batch['ok']} ok, {batch['error']} error" if batch["state"] == "committed"
+                   else "")
+        again = batch["resubmitted"] + batch["online"]
+        sent_again = f", {again} sent again" if again else ""
+        lines.append(f"  {batch['key']} {batch['variant']} {where}: {batch['state']} "
+                     f"({status}), {counts}{settled}{sent_again}")
+        if batch["message"]:
+            lines.append(f"    {batch['message']}")
+    return lines
