@@ -189,3 +189,39 @@ def test_anthropic_custom_ids_fit_whatever_the_row_ids_and_responses_batches_wor
             for n, row_id in enumerate(ids):
                 assert frame.loc[row_id, "content"] == expected_content(batch_body(n, model))
     assert json.dumps(server.stats.batches_ended) == '{"ended": 1, "completed": 1}'
+
+
+def test_the_budget_counts_each_batch_at_its_worst_case_and_stops_before_submitting(
+    tmp_path: Path,
+) -> None:
+    with MockThread(MockConfig(batch_seconds=0.1)) as server:
+        path = batch_job(tmp_path, server.base_url, rows=ROWS, batch={"max_requests": 10},
+                         budget={"max_usd": 0.002})
+        summary = batchrun.run(path)
+        _, states = read_batches(tmp_path / "out")
+        worst = [s.worst_usd for s in states.values()]
+        assert worst[0] <= 0.002 < worst[0] + worst[1]  # one batch fits, two do not
+        assert summary.exit_code == 3 and summary.ok == 10 and summary.pending == ROWS - 10
+        assert [s.state for s in states.values()] == ["committed", "planned", "planned"]
+        assert server.stats.batches_created == 1
+        path.write_text(path.read_text().replace("max_usd = 0.002", "max_usd = 1.0"))
+        assert batchrun.run(path).exit_code == 0
+        assert server.stats.batches_created == 3
+    assert len(batchrun.read(tmp_path / "out")) == ROWS
+
+
+def test_a_refused_account_submits_nothing_leaves_the_rows_pending_and_exits_5(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BATCH_TEST_KEY", "sk-not-the-right-one-0123456789")
+    with MockThread(MockConfig(batch_seconds=0.1, api_key="sk-the-right-one")) as server:
+        path = batch_job(tmp_path, server.base_url, rows=ROWS,
+                         provider={"api_key_env": "BATCH_TEST_KEY"})
+        summary = batchrun.run(path)
+        assert summary.exit_code == 5 and summary.pending == ROWS
+        assert server.stats.batches_created == 0
+        assert "AuthenticationFailed" in {stop.error_type for stop in summary.refused}
+        assert "sk-not-the-right-one" not in " ".join(s.message for s in summary.refused)
+        monkeypatch.setenv("BATCH_TEST_KEY", "sk-the-right-one")
+        assert batchrun.run(path).exit_code == 0
+    assert len(batchrun.read(tmp_path / "out")) == ROWS

@@ -82,3 +82,23 @@ def test_a_bad_batch_value_exits_2_before_anything_is_sent(
     path = batch_job(tmp_path, "http://127.0.0.1:1/v1", rows=2, batch={"unfinished": "later"})
     assert cli.main(["run", str(path)]) == 2
     assert '[batch]: "unfinished" must be one of' in capsys.readouterr().err
+
+
+def test_estimate_shows_the_batch_cost_beside_the_online_cost(tmp_path: Path) -> None:
+    from batchrun.estimate import estimate_offline
+    from batchrun.estimate.format import format_estimate
+
+    variants = [{"name": "b", "model": "mock-1", "mode": "batch", "params": {"max_tokens": 32},
+                 "price": {**PRICE, "batch": 0.4}},
+                {"name": "o", "model": "mock-1", "params": {"max_tokens": 32}, "price": PRICE}]
+    path = batch_job(tmp_path, "http://127.0.0.1:1/v1", rows=10, variants=variants,
+                     provider={"requests_per_minute": 60})
+    estimate = estimate_offline(path)
+    batch, online = estimate.variants
+    assert batch.mode == "batch" and online.mode == "online"
+    assert batch.online_cost_max == online.cost_max is not None
+    assert batch.cost_max == pytest.approx(online.cost_max * 0.4)
+    assert estimate.cost_max == pytest.approx(batch.cost_max + online.cost_max)
+    assert estimate.providers[0].variants == ("o",)  # batch variants are not paced
+    text = format_estimate(estimate)
+    assert "online cost (USD)" in text and "batch variants (b): the online price x" in text

@@ -30,7 +30,7 @@ from batchrun.engine.sink import Sink
 from batchrun.engine.summary import RunSummary
 from batchrun.engine.tally import Tally
 from batchrun.engine.worker import Settings
-from batchrun.errors import OutputDirError, StorageError
+from batchrun.errors import OutputDirError, StorageError, UsageError
 from batchrun.job import Job
 from batchrun.parse import AnswerChecker
 from batchrun.store import (
@@ -50,6 +50,8 @@ log = logging.getLogger("batchrun")
 async def arun(job: Job, options: RunOptions | None = None) -> RunSummary:
     """Run (or resume) a job, or one shard of it, and return its summary."""
     options = options or RunOptions()
+    if options.detach:
+        _check_detachable(job)
     shard = options.shard
     if shard is not None or not options.fresh:  # --fresh of a whole run clears its shards too
         check_layout(job.output_path(), shard)
@@ -226,6 +228,17 @@ def _on_signals(handler: Callable[[], None]) -> Callable[[], None]:
             loop.remove_signal_handler(sig)
 
     return restore
+
+
+def _check_detachable(job: Job) -> None:
+    """--detach leaves batches at the provider: the in-process mock would end with this run."""
+    for variant in job.variants:
+        if variant.batch and job.provider(variant.provider).base_url == "mock":
+            raise UsageError(
+                f'{job.source}: --detach with base_url = "mock": that mock lives inside this '
+                "process, so its batches would end with it; start `batchrun mock` in another "
+                f'terminal and set base_url = "http://127.0.0.1:8765/v1" for provider '
+                f'"{variant.provider}"')
 
 
 def _forget_batches(root: Path) -> None:

@@ -159,6 +159,9 @@ class BatchDriver:
         """From the journal: requests in live batches, sent online, resubmitted how often."""
         pending = self.pending
         self.resubmits: Counter[str] = Counter()
+        for path in journal.folder.glob("br-*"):
+            if path.name.split(".", 1)[0] not in journal.states:
+                path.unlink()  # a batch file whose `planned` line a crash cut off
         for state in journal.states.values():
             if state.live:
                 sidecar = journal.folder / f"{state.key}.requests.jsonl"
