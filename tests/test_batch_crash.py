@@ -93,12 +93,17 @@ def test_sigkill_at_random_moments_then_rerun_gives_every_row_once(tmp_path: Pat
     chooser = random.Random(20261202)
     with MockThread(MockConfig(batch_seconds=0.3, batch_shuffle_results=True)) as server:
         job = batch_job(tmp_path, server.base_url, rows=ROWS, batch={"max_requests": 7})
+        kills = 0
         for _ in range(3):
             process = run(job)
             time.sleep(0.6 + chooser.random() * 0.8)
-            if process.poll() is not None:
-                break
-            process.send_signal(signal.SIGKILL)
+            ended = process.poll() is not None
+            if not ended:
+                process.send_signal(signal.SIGKILL)
+                kills += 1
             process.communicate(timeout=30)
+            if ended:
+                break
+        assert kills >= 1
         finish(job)
         check_exactly_once(tmp_path, server)
