@@ -225,3 +225,30 @@ def test_a_refused_account_submits_nothing_leaves_the_rows_pending_and_exits_5(
         monkeypatch.setenv("BATCH_TEST_KEY", "sk-the-right-one")
         assert batchrun.run(path).exit_code == 0
     assert len(batchrun.read(tmp_path / "out")) == ROWS
+
+
+def test_batches_of_a_provider_the_job_no_longer_has_are_left_alone_not_waited_for(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with MockThread(MockConfig(batch_seconds=5.0)) as server:
+        path = batch_job(tmp_path, server.base_url, rows=ROWS)
+        assert batchrun.run(path, detach=True).exit_code == 0
+        text = path.read_text().replace('name = "mock"', 'name = "renamed"')
+        path.write_text(text.replace('provider = "mock"', 'provider = "renamed"'))
+        with MockThread(MockConfig(batch_seconds=0.1)) as other:
+            path.write_text(path.read_text().replace(server.base_url, other.base_url))
+            summary = batchrun.run(path)
+    assert summary.exit_code == 0 and "which the job no longer has" in caplog.text
+    assert len(batchrun.read(tmp_path / "out")) == ROWS
+    _, states = read_batches(tmp_path / "out")
+    assert [s.state for s in states.values()] == ["created", "committed"]
+
+
+def test_a_batch_answer_that_fails_parse_json_is_an_error_that_keeps_its_text_and_cost(
+    tmp_path: Path,
+) -> None:
+    summary, frame, server = run_batches(tmp_path, {}, parse={"json": True})
+    assert summary.exit_code == 1 and len(frame) == ROWS
+    assert set(frame["error_type"]) == {"invalid_json"} and set(frame["attempts"]) == {1}
+    assert frame["content"].notna().all() and frame["cost_usd"].notna().all()
+    assert server.stats.batches_created == 1  # not bought again

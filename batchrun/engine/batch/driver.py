@@ -79,6 +79,7 @@ class BatchDriver:
         self._wake = asyncio.Event()
         self._remotes: dict[str, Remote] = {}
         self._refused: set[str] = set()
+        self._orphaned: set[str] = set()  # batches of providers the job no longer has
         self._last_log = 0.0
         self._last_line = ""
 
@@ -136,8 +137,7 @@ class BatchDriver:
                 await self._commit_ended()
                 self._detached()
                 return
-            stalled = self._stalled()
-            if not any(s.live and s.state not in stalled for s in states.values()):
+            if not any(self._moving(s) for s in states.values()):
                 break
             await self._wait()
             # Requests to resubmit are planned again from the input, into new batches.
@@ -147,6 +147,19 @@ class BatchDriver:
             return
         if self.pending.online and self.run_online is not None and not self.cancel_mode:
             await self._online()
+
+    def _moving(self, state: BatchState) -> bool:
+        """Whether this run takes the batch further (else a next run, or nobody, will)."""
+        if not state.live or state.state in self._stalled():
+            return False
+        if state.provider not in self._remotes:
+            if state.key not in self._orphaned:
+                self._orphaned.add(state.key)
+                log.warning("batch %s (%s) belongs to provider %r, which the job no longer "
+                            "has: it is left as it is; put the provider back to collect it",
+                            state.key, state.batch_id or "not submitted", state.provider)
+            return False
+        return True
 
     def _stalled(self) -> tuple[str, ...]:
         """States left for a next run: not submitted past the budget, a refused account or in
@@ -226,9 +239,10 @@ class BatchDriver:
                                self.job.batch.poll_seconds * IDLE_MAX_FACTOR)
             self._show()
             states = self.journal.states.values()
-            if any(s.state in ("ended", "downloaded", "commit") for s in states):
+            if any(s.state in ("ended", "downloaded", "commit") and s.provider in self._remotes
+                   for s in states):
                 return
-            if not any(s.open_remote for s in states):
+            if not any(s.open_remote and s.provider in self._remotes for s in states):
                 return
             self._wake.clear()
             with suppress(TimeoutError):
