@@ -252,3 +252,13 @@ def test_a_batch_answer_that_fails_parse_json_is_an_error_that_keeps_its_text_an
     assert set(frame["error_type"]) == {"invalid_json"} and set(frame["attempts"]) == {1}
     assert frame["content"].notna().all() and frame["cost_usd"].notna().all()
     assert server.stats.batches_created == 1  # not bought again
+
+
+def test_samples_of_a_batch_variant_are_requests_of_their_own(tmp_path: Path) -> None:
+    variant = {"name": "b", "model": "claude-mock", "mode": "batch", "samples": 3,
+               "params": {"max_tokens": 32, "seed": 1}}
+    summary, frame, server = run_batches(tmp_path, {}, rows=10, api="anthropic",
+                                         variants=[variant])
+    assert summary.exit_code == 0 and len(frame) == 30
+    assert sorted(frame.groupby("id")["sample"].agg(sorted).iloc[0]) == [0, 1, 2]
+    assert frame["request_hash"].nunique() == 30 and server.stats.batch_lines_billed == 30
