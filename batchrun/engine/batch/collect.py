@@ -10,7 +10,7 @@ are resubmitted (up to `[retry] max_attempts` batches), sent online, or recorded
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -55,7 +55,7 @@ class Collector:
 
     def __init__(
         self, job: Job, state: BatchState, api: BatchAPI, files: list[Path], sidecar: Path,
-        pending: Pending, resubmits: Mapping[str, int], checker: AnswerChecker | None, *,
+        pending: Pending, checker: AnswerChecker | None, *,
         leave_unfinished: bool = False,
     ) -> None:
         self.job = job
@@ -64,7 +64,7 @@ class Collector:
         self.files = files
         self.sidecar = sidecar
         self.pending = pending
-        self.resubmits = resubmits
+        self.resubmits = pending.resubmits
         self.checker = checker
         self.leave_unfinished = leave_unfinished
         self.price = Price(**state.price) if state.price else None

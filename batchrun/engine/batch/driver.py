@@ -15,23 +15,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack, suppress
-from pathlib import Path
 from typing import TYPE_CHECKING
-
-import orjson
 
 from batchrun.engine.account import Stop
 from batchrun.engine.batch.collect import Collector
 from batchrun.engine.batch.plan import Pending, Planner
 from batchrun.engine.batch.remote import Remote, kill_point
-from batchrun.engine.batch.status import describe
+from batchrun.engine.batch.status import describe, detached_line, interrupted_line
 from batchrun.engine.retry import retry_policy
 from batchrun.errors import AccountRefused
 from batchrun.providers.batches.session import batch_api
-from batchrun.store import done_key, revive
+from batchrun.store import revive
 from batchrun.store.batches import BatchJournal, BatchState
 
 if TYPE_CHECKING:
@@ -119,7 +115,7 @@ class BatchDriver:
 
     async def _rounds(self, journal: BatchJournal) -> None:
         states = journal.states
-        await asyncio.to_thread(self._load_pending, journal)
+        await asyncio.to_thread(self.pending.load, journal)
         for state in states.values():
             if state.state not in ("planned", "upload", "uploaded", "committed"):
                 self.budget.hold(state.worst_usd)  # submitted by an earlier run
@@ -167,21 +163,6 @@ class BatchDriver:
         if self.cancel_mode or self.budget.exhausted or self._refused:
             return ("planned", "upload", "uploaded")
         return ()
-
-    def _load_pending(self, journal: BatchJournal) -> None:
-        """From the journal: requests in live batches, sent online, resubmitted how often."""
-        pending = self.pending
-        self.resubmits: Counter[str] = Counter()
-        for path in journal.folder.glob("br-*"):
-            if path.name.split(".", 1)[0] not in journal.states:
-                path.unlink()  # a batch file whose `planned` line a crash cut off
-        for state in journal.states.values():
-            if state.live:
-                sidecar = journal.folder / f"{state.key}.requests.jsonl"
-                pending.live.update(_custom_ids(sidecar))
-            else:
-                self.resubmits.update(state.resubmit)
-                pending.online.update(cid for cid, _ in state.online)
 
     async def _plan(self, first: bool) -> None:
         planner = Planner(self.job, self.variants, {n: r.api for n, r in self._remotes.items()},
@@ -284,7 +265,7 @@ class BatchDriver:
         folder = self.journal.folder
         collector = Collector(
             self.job, state, remote.api, [folder / name for name in state.files],
-            folder / f"{state.key}.requests.jsonl", self.pending, self.resubmits, self.checker,
+            folder / f"{state.key}.requests.jsonl", self.pending, self.checker,
             leave_unfinished=self.cancel_mode)
         chunks = collector.chunks()
         first = True
@@ -301,30 +282,13 @@ class BatchDriver:
                             resubmit=outcome.resubmit, online=outcome.online,
                             cost_usd=round(outcome.cost_usd, 9) if outcome.priced else None)
         self.budget.settle(state.worst_usd, outcome.cost_usd)
-        await asyncio.to_thread(self._settle_requests, state, outcome.resubmit, outcome.online)
+        await asyncio.to_thread(self.pending.release, self.journal.folder, state,
+                                outcome.resubmit, outcome.online)
         unfinished = len(outcome.resubmit) + len(outcome.online)
         log.info("batch %s (%s) committed: %d ok, %d error%s", state.batch_id or state.key,
                  state.status, outcome.ok, outcome.error,
                  f", {unfinished} unfinished to be sent again" if unfinished else "")
         return bool(outcome.resubmit)
-
-    def _settle_requests(self, state: BatchState, resubmit: list[str],
-                         online: list[list[str]]) -> None:
-        """A committed batch frees its requests; its files are no longer needed."""
-        folder = self.journal.folder
-        sidecar = folder / f"{state.key}.requests.jsonl"
-        again = set(resubmit) | {cid for cid, _ in online}
-        with sidecar.open("rb") as lines:
-            for raw in lines:
-                item = orjson.loads(raw)
-                self.pending.live.discard(item["cid"])
-                if item["cid"] not in again:
-                    self.pending.settled.add(done_key(item["id"], item["hash"]))
-        self.resubmits.update(resubmit)
-        self.pending.online.update(cid for cid, _ in online)
-        for path in [folder / f"{state.key}.jsonl", sidecar,
-                     *(folder / name for name in state.files)]:
-            path.unlink(missing_ok=True)
 
     async def _cancel_open(self) -> None:
         for state in list(self.journal.states.values()):
@@ -358,30 +322,12 @@ class BatchDriver:
             self._last_line, self._last_log = line, now
             log.info("%s", line)
 
-    def _open_batches(self) -> list[BatchState]:
-        return [s for s in self.journal.states.values() if s.open_remote]
-
     def _detached(self) -> None:
-        open_now = self._open_batches()
-        if open_now:
-            lines = sum(s.requests for s in open_now)
-            log.info("detached: %d batch%s (%d requests) running at the provider; run `batchrun "
-                     "run %s` again to collect them, or `batchrun cancel %s` to cancel them",
-                     len(open_now), "" if len(open_now) == 1 else "es", lines, self.job.source,
-                     self.sink.root)
+        line = detached_line(self.journal.states.values(), self.job.source, self.sink.root)
+        if line:
+            log.info("%s", line)
 
     def _say_still_running(self) -> None:
-        open_now = self._open_batches()
-        if open_now:
-            log.warning("interrupted: %d batch%s still running at the provider (they go on "
-                        "there); run the same command again to collect them (nothing is "
-                        "submitted twice), or `batchrun cancel %s` to cancel them",
-                        len(open_now), "" if len(open_now) == 1 else "es", self.sink.root)
-
-
-def _custom_ids(sidecar: Path) -> list[str]:
-    try:
-        with sidecar.open("rb") as lines:
-            return [orjson.loads(line)["cid"] for line in lines]
-    except FileNotFoundError:
-        return []
+        line = interrupted_line(self.journal.states.values(), self.sink.root)
+        if line:
+            log.warning("%s", line)

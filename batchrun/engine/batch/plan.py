@@ -10,6 +10,7 @@ is already settled, sits in a live batch, or was handed to the online path.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from batchrun.providers.batches.base import BatchAPI
     from batchrun.sources import Request, Shard
     from batchrun.store import Previous
-    from batchrun.store.batches import BatchJournal
+    from batchrun.store.batches import BatchJournal, BatchState
 
 
 @dataclass(slots=True)
@@ -37,11 +38,51 @@ class Pending:
     settled: set[int] = field(default_factory=set)  # done_keys answered by this run
     live: set[str] = field(default_factory=set)  # custom_ids in live batches
     online: set[str] = field(default_factory=set)  # custom_ids handed to the online path
+    resubmits: Counter[str] = field(default_factory=Counter)  # custom_id -> batches it redid
 
     def done(self, key: int) -> bool:
         """Whether the request with this done_key has a final result."""
         previous = self.previous
         return key in self.settled or key in previous.done_ok or key in previous.done_error
+
+    def load(self, journal: BatchJournal) -> None:
+        """From the journal: requests in live batches, sent online, resubmitted how often."""
+        for path in journal.folder.glob("br-*"):
+            if path.name.split(".", 1)[0] not in journal.states:
+                path.unlink()  # a batch file whose `planned` line a crash cut off
+        for state in journal.states.values():
+            if state.live:
+                self.live.update(custom_ids(journal.folder / f"{state.key}.requests.jsonl"))
+            else:
+                self.resubmits.update(state.resubmit)
+                self.online.update(cid for cid, _ in state.online)
+
+    def release(
+        self, folder: Path, state: BatchState, resubmit: list[str], online: list[list[str]]
+    ) -> None:
+        """A committed batch frees its requests; its files are no longer needed."""
+        sidecar = folder / f"{state.key}.requests.jsonl"
+        again = set(resubmit) | {cid for cid, _ in online}
+        with sidecar.open("rb") as lines:
+            for raw in lines:
+                item = orjson.loads(raw)
+                self.live.discard(item["cid"])
+                if item["cid"] not in again:
+                    self.settled.add(done_key(item["id"], item["hash"]))
+        self.resubmits.update(resubmit)
+        self.online.update(cid for cid, _ in online)
+        for path in [folder / f"{state.key}.jsonl", sidecar,
+                     *(folder / name for name in state.files)]:
+            path.unlink(missing_ok=True)
+
+
+def custom_ids(sidecar: Path) -> list[str]:
+    """The custom_ids of a batch, from its sidecar (none once it is gone)."""
+    try:
+        with sidecar.open("rb") as lines:
+            return [orjson.loads(line)["cid"] for line in lines]
+    except FileNotFoundError:
+        return []
 
 
 @dataclass(slots=True)

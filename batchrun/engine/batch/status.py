@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
 from batchrun.store.batches import BatchState
 
@@ -56,3 +57,33 @@ def _duration(seconds: float) -> str:
     if hours:
         return f"{hours}h{minutes:02d}m"
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def _still_open(states: Iterable[BatchState]) -> tuple[int, int]:
+    """Batches at the provider not yet seen ended, and their requests."""
+    open_now = [s for s in states if s.open_remote]
+    return len(open_now), sum(s.requests for s in open_now)
+
+
+def _batches(count: int) -> str:
+    return f"{count} batch{'' if count == 1 else 'es'}"
+
+
+def detached_line(states: Iterable[BatchState], job: str, root: Path) -> str:
+    """What --detach says on its way out: what runs where, and how to collect or cancel it."""
+    count, requests = _still_open(states)
+    if not count:
+        return ""
+    return (f"detached: {_batches(count)} ({requests} requests) running at the provider; run "
+            f"`batchrun run {job}` again to collect them, or `batchrun cancel {root}` to cancel "
+            "them")
+
+
+def interrupted_line(states: Iterable[BatchState], root: Path) -> str:
+    """What Ctrl-C says: the batches go on at the provider, and the way back to them."""
+    count, _ = _still_open(states)
+    if not count:
+        return ""
+    return (f"interrupted: {_batches(count)} still running at the provider (they go on there); "
+            "run the same command again to collect them (nothing is submitted twice), or "
+            f"`batchrun cancel {root}` to cancel them")
