@@ -262,3 +262,17 @@ def test_samples_of_a_batch_variant_are_requests_of_their_own(tmp_path: Path) ->
     assert summary.exit_code == 0 and len(frame) == 30
     assert sorted(frame.groupby("id")["sample"].agg(sorted).iloc[0]) == [0, 1, 2]
     assert frame["request_hash"].nunique() == 30 and server.stats.batch_lines_billed == 30
+
+
+def test_fresh_forgets_the_earlier_batches_and_says_they_may_still_run(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with MockThread(MockConfig(batch_seconds=5.0)) as server:
+        path = batch_job(tmp_path, server.base_url, rows=ROWS)
+        assert batchrun.run(path, detach=True).exit_code == 0
+        first, _ = read_batches(tmp_path / "out")
+        assert batchrun.run(path, detach=True, fresh=True).exit_code == 0
+        second, states = read_batches(tmp_path / "out")
+        assert server.stats.batches_created == 2
+    assert "--fresh: 1 batch of the earlier run may still be running" in caplog.text
+    assert first != second and len(states) == 1

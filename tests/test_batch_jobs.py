@@ -102,3 +102,13 @@ def test_estimate_shows_the_batch_cost_beside_the_online_cost(tmp_path: Path) ->
     assert estimate.providers[0].variants == ("o",)  # batch variants are not paced
     text = format_estimate(estimate)
     assert "online cost (USD)" in text and "batch variants (b): the online price x" in text
+
+
+def test_detach_refuses_the_in_process_mock_whose_batches_would_end_with_the_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = batch_job(tmp_path, "mock", rows=2)
+    assert cli.main(["run", str(path), "--detach"]) == 2
+    err = capsys.readouterr().err
+    assert '--detach with base_url = "mock"' in err and "batchrun mock" in err
+    assert not (tmp_path / "out").exists()  # refused before the output directory is touched
