@@ -84,7 +84,9 @@ def test_a_shard_gets_its_share_of_the_stated_limits_and_budget(tmp_path: Path) 
     assert share.budget.max_usd == pytest.approx(3.0)
     assert share.output_path() == job.output_path() / "shards" / "1-of-3"
     # Shared through one limiter (Ray), the shard keeps the whole limit.
-    assert shard_job(job, Shard(1, 3), divide_limits=False).providers[0].requests_per_minute == 900
+    shared = shard_job(job, Shard(1, 3), divide_limits=False)
+    assert shared.providers[0].requests_per_minute == 900
+    assert shared.budget.max_usd == pytest.approx(3.0)  # each shard still counts its own spend
 
 
 @pytest.mark.slow

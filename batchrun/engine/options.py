@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from batchrun.limits.shared import SharedLimit
     from batchrun.sources import Shard
 
 
@@ -28,7 +29,7 @@ class RunOptions:
     shard: Shard | None = None
     # Provider name -> a limit shared by every shard (a Ray actor's leases); then the shard's
     # limits are not divided, since the shared one holds the total.
-    shared_limits: Mapping[str, Any] | None = None
+    shared_limits: Mapping[str, SharedLimit] | None = None
     # (input rows, rows of this shard) as the parent of shard processes found them in its own
     # scan of the input: the shard checks nothing again and starts at once.
     known_input: tuple[int, int] | None = None

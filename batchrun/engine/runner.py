@@ -116,7 +116,7 @@ async def _run_locked(
                 job, options, checked, sink, tally, budget, settings, previous, rows, total,
                 started)
         run = Run(job, options, sink, tally, budget, settings, previous, rows)
-        async with open_lanes(job, checked.keys) as lanes:
+        async with open_lanes(job, checked.keys, options.shared_limits) as lanes:
             run.lanes = lanes
             progress = Progress(
                 total=total, already_done=run.settled_before, tally=tally,

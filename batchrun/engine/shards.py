@@ -100,10 +100,12 @@ def shard_job(job: Job, shard: Shard, *, divide_limits: bool = True) -> Job:
     headers needs no split, since a key's `remaining` already counts every shard's use.
     """
     output = dataclasses.replace(job.output, path=str(shard_root(job.output_path(), shard)))
-    job = dataclasses.replace(job, output=output)
-    if not divide_limits or shard.count == 1:
-        return job
     n = shard.count
+    # The budget is each shard's own to count, shared limiter or not.
+    budget = dataclasses.replace(job.budget, max_usd=_share(job.budget.max_usd, n))
+    job = dataclasses.replace(job, output=output, budget=budget)
+    if not divide_limits or n == 1:
+        return job
     providers = tuple(
         dataclasses.replace(
             spec,
@@ -115,8 +117,7 @@ def shard_job(job: Job, shard: Shard, *, divide_limits: bool = True) -> Job:
         )
         for spec in job.providers
     )
-    budget = dataclasses.replace(job.budget, max_usd=_share(job.budget.max_usd, n))
-    return dataclasses.replace(job, providers=providers, budget=budget)
+    return dataclasses.replace(job, providers=providers)
 
 
 def _share(value: float | None, n: int) -> float | None:
