@@ -283,7 +283,7 @@ def _run_many(args: argparse.Namespace, job: Job) -> int:
         from batchrun.engine import RunOptions
 
         options = RunOptions(limit=args.limit, fresh=args.fresh, retry_errors=args.retry_errors,
-                             progress=not args.no_progress)
+                             progress=not args.no_progress, detach=args.detach)
         return _print_summary(run_on_ray(job, options, args.shards, args.ray or None))
     from batchrun.cluster.processes import run_processes
 
@@ -294,6 +294,8 @@ def _run_many(args: argparse.Namespace, job: Job) -> int:
         passed += ["--limit", str(args.limit)]
     if args.retry_errors:
         passed.append("--retry-errors")
+    if args.detach:
+        passed.append("--detach")
     outcome = run_processes(job, str(Path(args.job).resolve()), args.processes, passed=passed,
                             limit=args.limit, fresh=args.fresh, progress=not args.no_progress)
     if outcome.summary is None:

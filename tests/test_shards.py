@@ -320,3 +320,23 @@ def test_processes_check_the_input_once_and_a_bad_one_is_exit_2_before_any_shard
     assert done.returncode == 2
     assert done.stderr.count('duplicate id "r3"') == 1
     assert not (tmp_path / "out" / "shards").exists()
+
+
+@pytest.mark.slow
+def test_processes_detach_submits_each_shards_batches_and_the_same_command_collects(
+    tmp_path: Path,
+) -> None:
+    from tests.test_batch_jobs import batch_job
+
+    with MockThread(MockConfig(batch_seconds=1.0)) as server:
+        job = batch_job(tmp_path, server.base_url, rows=40)
+        detached = cli("run", str(job), "--processes", "2", "--detach", "--no-progress")
+        assert detached.returncode == 0, detached.stderr
+        assert server.stats.batches_created == 2  # one per shard
+        assert server.stats.batch_lines_billed == 0
+        collected = cli("run", str(job), "--processes", "2", "--no-progress")
+        assert collected.returncode == 0, collected.stderr
+        assert server.stats.batches_created == 2  # collected, not submitted again
+    frame = batchrun.read(tmp_path / "out")
+    assert len(frame) == 40 and set(frame.status) == {"ok"} and set(frame["mode"]) == {"batch"}
+    assert set(frame.shard) == {"0-of-2", "1-of-2"}
