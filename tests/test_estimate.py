@@ -241,3 +241,28 @@ def test_t_quantiles_match_the_tables() -> None:
     assert t95(1) == 12.706 and t95(30) == 2.042
     assert t95(60) == pytest.approx(2.000, abs=2e-3)
     assert t95(1000) == pytest.approx(1.962, abs=2e-3)
+
+
+def test_a_sampled_estimate_sends_batch_variants_online_and_prices_them_at_the_batch_price(
+    tmp_path: Path,
+) -> None:
+    from batchrun.estimate.sampled import estimate_sampled
+    from batchrun.mock import MockConfig, MockThread
+    from tests.test_batch_jobs import batch_job
+
+    variants = [
+        {"name": "b", "model": "mock-1", "mode": "batch", "params": {"max_tokens": 32},
+         "price": {"input": 1.0, "output": 2.0}},
+        {"name": "o", "model": "mock-1", "params": {"max_tokens": 32},
+         "price": {"input": 1.0, "output": 2.0}},
+    ]
+    with MockThread(MockConfig(batch_seconds=600)) as server:  # a batch would never end here
+        job = batch_job(tmp_path, server.base_url, rows=40, variants=variants)
+        result = estimate_sampled(job, 5)
+        assert server.stats.batches_created == 0
+    by_name = {v.name: v for v in result.variants}
+    # The same requests, answered alike: the batch variant costs half the online one.
+    batch_cost, online_cost = by_name["b"].cost_usd, by_name["o"].cost_usd
+    assert batch_cost is not None and online_cost is not None
+    assert batch_cost.value == pytest.approx(online_cost.value * 0.5)
+    assert result.exit_code == 0
