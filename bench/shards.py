@@ -39,21 +39,31 @@ def run_batchrun(job: Path, *extra: str) -> tuple[float, float]:
     return cpu, wall
 
 
-def scenario_overhead(tmp: Path, n: int, repeat: int, processes: list[int]) -> list[list[str]]:
-    rows = write_rows(tmp / "rows-overhead.jsonl", n)
+def scenario_overhead(tmp: Path, sizes: list[int], repeat: int) -> list[list[str]]:
+    """CPU per 1,000 requests at two sizes, and the slope between them: what each further
+    request costs, once the fixed start-up of the processes is paid."""
     table: list[list[str]] = []
     with mock_server() as base_url:
-        job = write_job(Path(tempfile.mkdtemp(dir=tmp)), rows, base_url, concurrency=200)
-        baseline = None
-        for p in processes:
-            extra = () if p == 1 else ("--processes", str(p))
-            runs = [run_batchrun(job, *extra) for _ in range(repeat)]
-            cpu = statistics.median(c for c, _ in runs) / n * 1000
-            wall = statistics.median(w for _, w in runs)
-            baseline = baseline or cpu
-            table.append([str(p), f"{cpu * 1000:.0f} ms", f"{cpu / baseline:.2f}x",
-                          f"{n / wall:,.0f}", f"{wall:.1f}"])
-            reset_mock(base_url)
+        cpu: dict[tuple[int, int], float] = {}
+        for n in sizes:
+            rows = write_rows(tmp / f"rows-overhead-{n}.jsonl", n)
+            job = write_job(Path(tempfile.mkdtemp(dir=tmp)), rows, base_url, concurrency=200)
+            for p in (1, 2):
+                extra = () if p == 1 else ("--processes", str(p))
+                runs = []
+                for _ in range(repeat):
+                    runs.append(run_batchrun(job, *extra))
+                    reset_mock(base_url)
+                cpu[p, n] = statistics.median(c for c, _ in runs)
+                wall = statistics.median(w for _, w in runs)
+                table.append([str(p), f"{n:,}", f"{cpu[p, n]:.2f}",
+                              f"{cpu[p, n] / n * 1e6:.0f} ms",
+                              f"{cpu[p, n] / cpu[1, n]:.2f}x", f"{n / wall:,.0f}"])
+        small, large = sizes
+        slopes = {p: (cpu[p, large] - cpu[p, small]) / (large - small) * 1e6 for p in (1, 2)}
+        fixed = {p: cpu[p, small] - slopes[p] * small / 1e6 for p in (1, 2)}
+        table += [[str(p), "marginal", f"fixed {fixed[p]:.2f}", f"{slopes[p]:.0f} ms",
+                   f"{slopes[p] / slopes[1]:.2f}x", ""] for p in (1, 2)]
     return table
 
 
@@ -86,11 +96,12 @@ def main() -> None:
     repeat = 1 if args.quick else args.repeat
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
-        n = 5_000 if args.quick else 20_000
-        show(f"Overhead of sharding: {n:,} requests, zero latency, concurrency 200 in all "
-             f"(median of {repeat})",
-             ["processes", "CPU per 1,000 requests", "vs 1 process", "req/s", "wall s"],
-             scenario_overhead(tmp, n, repeat, [1, 2]))
+        sizes = [5_000, 15_000] if args.quick else [20_000, 60_000]
+        show(f"Overhead of sharding: zero latency, concurrency 200 in all (median of {repeat}); "
+             "'marginal' is the slope between the two sizes, 'fixed' the start-up it leaves",
+             ["processes", "requests", "CPU s", "CPU per 1,000 requests", "vs 1 process",
+              "req/s"],
+             scenario_overhead(tmp, sizes, repeat))
         seconds = 20 if args.quick else 60
         show(f"A stated limit shared by 2 processes (mock enforces it over 10 s windows, "
              f"{seconds} s of work)",
