@@ -107,3 +107,33 @@ def test_sigkill_at_random_moments_then_rerun_gives_every_row_once(tmp_path: Pat
         assert kills >= 1
         finish(job)
         check_exactly_once(tmp_path, server)
+
+
+def test_a_kill_between_two_planned_batches_never_reuses_a_live_batch_key(tmp_path: Path) -> None:
+    """The first `planned` line is b3's; b's file, cut off, leaves a gap in the keys."""
+    from batchrun.store.batches import read_lines
+
+    rows = 10
+    variants = [{"name": "b", "model": "mock-1", "mode": "batch", "params": {"max_tokens": 32}},
+                {"name": "b3", "model": "mock-2", "mode": "batch", "samples": 3,
+                 "params": {"max_tokens": 32, "seed": 1}}]
+    with MockThread(MockConfig(batch_seconds=0.1)) as server:
+        job = batch_job(tmp_path, server.base_url, rows=rows, variants=variants,
+                        batch={"max_requests": 12})
+        process = run(job, kill_at="planned")
+        _, err = process.communicate(timeout=60)
+        assert process.returncode == KILLED, err.decode()
+        finish(job)
+        assert server.stats.billed_twice() == 0
+    planned: dict[str, set[str]] = {}
+    for line in read_lines(tmp_path / "out" / "batches" / "journal.jsonl"):
+        if line["event"] == "planned":
+            planned.setdefault(line["key"], set()).add(line["variant"])
+    assert all(len(names) == 1 for names in planned.values()), planned
+    assert len(planned) == sum(1 for line in read_lines(tmp_path / "out" / "batches" /
+                                                         "journal.jsonl")
+                               if line["event"] == "planned")
+    frame = batchrun.read(tmp_path / "out")
+    assert len(frame) == rows * 4 and set(frame["status"]) == {"ok"}
+    assert frame.groupby(["id", "variant", "sample"]).size().max() == 1
+

@@ -112,3 +112,14 @@ def test_detach_refuses_the_in_process_mock_whose_batches_would_end_with_the_run
     err = capsys.readouterr().err
     assert '--detach with base_url = "mock"' in err and "batchrun mock" in err
     assert not (tmp_path / "out").exists()  # refused before the output directory is touched
+
+
+def test_rows_left_pending_for_no_reason_do_not_exit_0() -> None:
+    from batchrun.engine.summary import RunSummary
+
+    summary = RunSummary(name="j", output=Path("out"), total=4, ok=3, error=0, skipped=0,
+                         pending=1, tokens={}, cost_usd=None, elapsed_s=0.0, stopped=None,
+                         unsettled=1)
+    assert summary.exit_code == 1
+    again = RunSummary.from_dict(summary.to_dict())
+    assert again.unsettled == 1 and again.exit_code == 1

@@ -188,12 +188,16 @@ async def _run_with_batches(
     previous_error = driver.previous_error + (run.previous_error if run is not None else 0)
     ok, error = previous_ok + tally.ok, previous_error + tally.error
     stops = (*(run.guard.stops.values() if run is not None else ()), *driver.stops)
+    pending = max(0, total - ok - error)
+    refused = run.guard.refused if run is not None else 0
     return RunSummary(
         name=job.name, output=sink.root, total=total, ok=ok, error=error,
-        skipped=previous_ok + previous_error, pending=max(0, total - ok - error),
+        skipped=previous_ok + previous_error, pending=pending,
         tokens=tally.tokens(), cost_usd=tally.cost_usd if tally.priced_rows else None,
         elapsed_s=time.monotonic() - started, stopped=stopped, refused=tuple(stops),
-        refused_requests=run.guard.refused if run is not None else 0,
+        refused_requests=refused,
+        # Rows in batches still at the provider (--detach, ...) are pending for a reason.
+        unsettled=max(0, pending - driver.left_in_batches - refused),
     )
 
 

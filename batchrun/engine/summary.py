@@ -27,6 +27,7 @@ class RunSummary:
     stopped: str | None  # "budget" | "interrupted" | None
     refused: tuple[Stop, ...] = ()  # providers that refused the account (some maybe stopped)
     refused_requests: int = 0  # requests a refusal left pending
+    unsettled: int = 0  # requests left pending with no reason (no stop, not in a live batch)
 
     @property
     def exit_code(self) -> int:
@@ -37,7 +38,7 @@ class RunSummary:
             return 5
         if self.stopped == "budget":
             return 3
-        return 1 if self.error or self.refused_requests else 0
+        return 1 if self.error or self.refused_requests or self.unsettled else 0
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able form, as a shard process hands its summary to its parent."""

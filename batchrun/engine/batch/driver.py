@@ -76,6 +76,7 @@ class BatchDriver:
         self._remotes: dict[str, Remote] = {}
         self._refused: set[str] = set()
         self._orphaned: set[str] = set()  # batches of providers the job no longer has
+        self.left_in_batches = 0  # requests still in live batches when the run ended
         self._last_log = 0.0
         self._last_line = ""
 
@@ -98,6 +99,7 @@ class BatchDriver:
                     self._remotes[name] = self._remote(api, journal)
                 await self._rounds(journal)
         finally:
+            self.left_in_batches = sum(s.requests for s in journal.states.values() if s.live)
             journal.close()
 
     def _providers(self, journal: BatchJournal) -> list[str]:

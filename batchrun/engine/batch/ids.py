@@ -23,8 +23,7 @@ def batch_key(run_id: str, seq: int) -> str:
     return f"br-{run_id}-{seq:05d}"
 
 
-def run_of(key_or_custom_id: str) -> str:
-    """The run id a batch key or a custom_id carries."""
-    if key_or_custom_id.startswith("br-"):
-        return key_or_custom_id.split("-")[1]
-    return key_or_custom_id.split("-", 1)[0]
+def seq_of(key: str) -> int | None:
+    """The `seq` of a batch key (or of a batch file's name), None when it has none."""
+    tail = key.split(".", 1)[0].rsplit("-", 1)[-1]
+    return int(tail) if key.startswith("br-") and tail.isdigit() else None

@@ -19,7 +19,8 @@ from typing import IO, TYPE_CHECKING, Any
 import orjson
 
 from batchrun import sources
-from batchrun.engine.batch.ids import batch_key, custom_id
+from batchrun.engine.batch.ids import batch_key, custom_id, seq_of
+from batchrun.engine.batch.remote import kill_point
 from batchrun.store import done_key
 
 if TYPE_CHECKING:
@@ -103,8 +104,9 @@ class _OpenBatch:
     def __init__(self, folder: Path, key: str, variant: VariantSpec) -> None:
         self.key = key
         self.variant = variant
-        self.data: IO[bytes] = (folder / f"{key}.jsonl").open("wb")
-        self.meta: IO[bytes] = (folder / f"{key}.requests.jsonl").open("wb")
+        # "xb": a key whose files exist belongs to another batch, never to be overwritten.
+        self.data: IO[bytes] = (folder / f"{key}.jsonl").open("xb")
+        self.meta: IO[bytes] = (folder / f"{key}.requests.jsonl").open("xb")
         self.count = 0
         self.size = 0
         self.worst = 0.0
@@ -145,6 +147,7 @@ class Planner:
         self.only_ids = only_ids
         self.stopping = stopping
         self._open: dict[str, _OpenBatch] = {}
+        self._seq = _highest_seq(journal)
         self._limits = {
             name: (min(job.batch.max_requests, api.max_requests),
                    min(job.batch.max_bytes, api.max_bytes))
@@ -204,13 +207,20 @@ class Planner:
             self._finish(open_batch, outcome)
             open_batch = None
         if open_batch is None:
-            seq = len(self.journal.states) + len(self._open) + 1
-            variant = next(v for v in self.variants if v.name == request.variant)
-            open_batch = _OpenBatch(self.journal.folder, batch_key(self.journal.run_id, seq),
-                                    variant)
-            self._open[request.variant] = open_batch
+            open_batch = self._new_batch(request.variant)
         open_batch.add(line, request, cid)
         pending.live.add(cid)
+
+    def _new_batch(self, name: str) -> _OpenBatch:
+        """A batch file under a key no batch of the run has had (a crash may leave gaps)."""
+        self._seq += 1
+        key = batch_key(self.journal.run_id, self._seq)
+        if key in self.journal.states:
+            raise AssertionError(f"batch key {key} is taken")
+        variant = next(v for v in self.variants if v.name == name)
+        open_batch = _OpenBatch(self.journal.folder, key, variant)
+        self._open[name] = open_batch
+        return open_batch
 
     def _finish(self, open_batch: _OpenBatch, outcome: PlanOutcome) -> None:
         del self._open[open_batch.variant.name]
@@ -225,6 +235,13 @@ class Planner:
             worst_usd=open_batch.worst, price=_price(variant),
         )
         outcome.planned.append(open_batch.key)
+        kill_point("planned")
+
+
+def _highest_seq(journal: BatchJournal) -> int:
+    """The highest batch number among the journal's keys and the files left in the folder."""
+    names = [*journal.states, *(path.name for path in journal.folder.glob("br-*"))]
+    return max((seq for seq in map(seq_of, names) if seq is not None), default=0)
 
 
 def _price(variant: VariantSpec) -> dict[str, Any] | None:
