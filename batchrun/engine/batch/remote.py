@@ -114,11 +114,13 @@ class Remote:
     async def look_up(self, state: BatchState, known: set[str], *, create: bool = True) -> bool:
         """Resolve a batch whose create had no recorded answer; False while that is unsure.
 
-        Found: journaled `created`. Certainly absent: created now (or, without `create`,
-        journaled `absent`: back to before the create).
+        Found: journaled `created` (a second batch with the same key is cancelled). Certainly
+        absent: created now (or, without `create`, journaled `absent`: back to before the
+        create).
         """
         since = (state.create_at or 0.0) - LOOKUP_SLACK_S
         unsure = False
+        found: list[BatchInfo] = []
         async for info in self.api.listing():
             if info.created_at is not None and info.created_at < since:
                 break
@@ -126,10 +128,7 @@ class Remote:
                 continue
             if self.api.keeps_metadata:
                 if info.key == state.key:
-                    log.info("%s: batch %s found at the provider as %s", state.provider,
-                             state.key, info.id)
-                    await self.created(state, info)
-                    return True
+                    found.append(info)
                 continue
             if info.total != state.requests:
                 continue
@@ -137,10 +136,10 @@ class Remote:
                 unsure = True  # its custom_ids show only once it has ended
                 continue
             if await self._holds_ours(state, info):
-                log.info("%s: batch %s found at the provider as %s", state.provider, state.key,
-                         info.id)
-                await self.created(state, info)
-                return True
+                found.append(info)
+        if found:
+            await self._keep_one(state, found)
+            return True
         if unsure:
             return False
         if create:
@@ -148,6 +147,17 @@ class Remote:
         else:
             await self.record(state.key, "absent")
         return True
+
+    async def _keep_one(self, state: BatchState, found: list[BatchInfo]) -> None:
+        """Journal the batch to keep of those found with this key; cancel the others."""
+        keep, *extras = sorted(found, key=_preference)
+        log.info("%s: batch %s found at the provider as %s", state.provider, state.key, keep.id)
+        await self.created(state, keep)
+        for extra in extras:
+            log.warning("%s: batch %s was created twice; cancelling the copy %s",
+                        state.provider, state.key, extra.id)
+            if not extra.ended:
+                await self._cancel_call(extra.id)
 
     async def _holds_ours(self, state: BatchState, info: BatchInfo) -> bool:
         paths = await self._retried(
@@ -236,28 +246,43 @@ class Remote:
         """Ask the provider to cancel a created batch (it ends by itself, with what it did)."""
         assert state.batch_id is not None
         await self.record(state.key, "cancel")
+        await self._cancel_call(state.batch_id)
+
+    async def _cancel_call(self, batch_id: str) -> None:
         try:
-            await self._retried(lambda: self.api.cancel(state.batch_id or ""))
+            await self._retried(lambda: self.api.cancel(batch_id))
         except TerminalError as error:  # already ended: nothing to cancel
-            log.info("%s: batch %s: %s", state.provider, state.batch_id, error.message)
+            if isinstance(error, AccountRefused):
+                raise
+            log.info("%s: batch %s: %s", self.api.http.spec.name, batch_id, error.message)
 
     async def _retried(
         self, call: Callable[[], Awaitable[T]], *, answered_only: bool = False
     ) -> T:
         """`call` under the [retry] policy; `answered_only`: retry only what the server refused.
 
-        A create that timed out or lost its connection may have been carried out, so it is not
-        sent again blindly: the lookup decides.
+        A create that timed out, lost its connection or met a gateway's 5xx may have been
+        carried out, so it is not sent again blindly: the lookup decides.
         """
         async for attempt in self.policy.copy():
             with attempt:
                 try:
                     return await call()
-                except RetryableError as error:
-                    if answered_only and error.status is None:
+                except RequestError as error:
+                    if answered_only and may_have_happened(error):
                         raise _Unanswered(error) from None
                     raise
         raise AssertionError("unreachable: the policy re-raises")
+
+
+# Answers that say the request was not carried out, whatever else went wrong (a 408, 409 or
+# 425 may come from a gateway after the upstream took the request).
+_REFUSED_UNDONE = frozenset({400, 401, 402, 403, 404, 405, 411, 413, 414, 415, 422, 429})
+
+
+def may_have_happened(error: RequestError) -> bool:
+    """Whether a failed call may still have been carried out by the provider."""
+    return error.status is None or error.status not in _REFUSED_UNDONE
 
 
 class _Unanswered(TerminalError):
@@ -266,6 +291,12 @@ class _Unanswered(TerminalError):
     def __init__(self, error: RequestError) -> None:
         super().__init__(error.message)
         self.cause = error
+
+
+def _preference(info: BatchInfo) -> tuple[bool, float]:
+    """Of two copies of a batch, the one going on (or done) before the refused, then the older."""
+    return (info.status in ("failed", "cancelled", "cancelling", "canceling"),
+            info.created_at or 0.0)
 
 
 def _first_id_is_ours(api: BatchAPI, paths: list[Path], sidecar: Path) -> bool:

@@ -1,0 +1,127 @@
+"""Batch calls whose answers lie or never come: a gateway in front of the mock, a wrong key,
+a batch that ended before its cancel, a create the provider refuses.
+
+The gateway forwards every call to the real mock on loopback and may replace the mock's answer
+to chosen calls by its own status (the mock did the work, the client is told it failed), as a
+load balancer does when the upstream answers after the gateway gave up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+import batchrun
+from batchrun.mock import MockConfig, MockThread, expected_content
+from batchrun.mock.loop_thread import LoopThread
+from batchrun.store.batches import read_batches
+from tests.test_batch_jobs import batch_body, batch_job
+
+ROWS = 12
+# (method, path, how many such calls so far) -> a status to answer instead of the mock's, or None.
+Rule = Callable[[str, str, int], int | None]
+
+
+class Gateway:
+    """An HTTP proxy in front of the mock that may answer chosen calls with its own status."""
+
+    def __init__(self, upstream: str, rule: Rule) -> None:
+        self.upstream = upstream.rstrip("/").removesuffix("/v1")
+        self.rule = rule
+        self.calls: dict[tuple[str, str], int] = {}
+        self.base_url = ""
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._thread = LoopThread(self._start, self._stop, name="gateway")
+
+    async def _forward(self, request: web.Request) -> web.Response:
+        assert self._session is not None
+        key = (request.method, request.path)
+        count = self.calls[key] = self.calls.get(key, 0) + 1
+        headers = {k: v for k, v in request.headers.items()
+                   if k.lower() not in ("host", "content-length", "transfer-encoding")}
+        async with self._session.request(request.method, self.upstream + request.path_qs,
+                                         data=await request.read(), headers=headers) as answer:
+            body = await answer.read()
+            status = self.rule(request.method, request.path, count)
+            if status is not None:
+                return web.Response(status=status, text="<html>502 Bad Gateway</html>",
+                                    content_type="text/html")
+            return web.Response(status=answer.status, body=body,
+                                content_type=answer.content_type)
+
+    async def _start(self) -> None:
+        self._session = aiohttp.ClientSession()
+        app = web.Application(client_max_size=1 << 30)
+        app.router.add_route("*", "/{tail:.*}", self._forward)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.base_url = f"http://127.0.0.1:{self._runner.addresses[0][1]}/v1"
+
+    async def _stop(self) -> None:
+        assert self._runner is not None and self._session is not None
+        await self._session.close()
+        await self._runner.cleanup()
+
+    def __enter__(self) -> Gateway:
+        self._thread.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._thread.__exit__(*exc)
+
+
+def creates(path_end: str, statuses: tuple[int, ...]) -> Rule:
+    """The first creates answered with `statuses` (each after the mock created the batch)."""
+    def rule(method: str, path: str, count: int) -> int | None:
+        if method == "POST" and path.endswith(path_end) and count <= len(statuses):
+            return statuses[count - 1]
+        return None
+    return rule
+
+
+def own_answers(frame: object, model: str) -> bool:
+    return all(row.content == expected_content(batch_body(int(row.id[1:]), model))
+               for row in frame.itertuples())  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("api", "model", "path_end"), [
+    ("openai", "mock-1", "/v1/batches"),
+    ("anthropic", "claude-mock", "/v1/messages/batches"),
+])
+def test_a_gateway_error_on_create_is_looked_up_never_created_again(
+    tmp_path: Path, api: str, model: str, path_end: str
+) -> None:
+    variant = {"name": "b", "model": model, "mode": "batch", "params": {"max_tokens": 32}}
+    with MockThread(MockConfig(batch_seconds=0.1)) as server, \
+            Gateway(server.base_url, creates(path_end, (502,))) as gateway:
+        path = batch_job(tmp_path, gateway.base_url, rows=ROWS, api=api, variants=[variant])
+        summary = batchrun.run(path)
+        assert server.stats.batches_created == 1
+    frame = batchrun.read(tmp_path / "out")
+    assert summary.exit_code == 0 and len(frame) == ROWS and set(frame["status"]) == {"ok"}
+    assert own_answers(frame, model) and server.stats.billed_twice() == 0
+    _, states = read_batches(tmp_path / "out")
+    assert [s.state for s in states.values()] == ["committed"]
+
+
+def test_a_batch_created_twice_behind_a_gateway_is_kept_once_and_its_copy_cancelled(
+    tmp_path: Path,
+) -> None:
+    """A 429 the gateway made up is retried (a second batch); the 502 after it is looked up."""
+    with MockThread(MockConfig(batch_seconds=0.3)) as server, \
+            Gateway(server.base_url, creates("/v1/batches", (429, 502))) as gateway:
+        path = batch_job(tmp_path, gateway.base_url, rows=ROWS)
+        summary = batchrun.run(path)
+        assert server.stats.batches_created == 2
+        assert server.stats.batch_calls.get("batches.cancel") == 1
+    frame = batchrun.read(tmp_path / "out")
+    assert summary.exit_code == 0 and len(frame) == ROWS and own_answers(frame, "mock-1")
+    _, states = read_batches(tmp_path / "out")
+    assert [s.state for s in states.values()] == ["committed"]
