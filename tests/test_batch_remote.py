@@ -8,6 +8,9 @@ load balancer does when the upstream answers after the gateway gave up.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -125,3 +128,34 @@ def test_a_batch_created_twice_behind_a_gateway_is_kept_once_and_its_copy_cancel
     assert summary.exit_code == 0 and len(frame) == ROWS and own_answers(frame, "mock-1")
     _, states = read_batches(tmp_path / "out")
     assert [s.state for s in states.values()] == ["committed"]
+
+
+def run_cli(job: Path, *args: str, key: str | None = None,
+            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("BATCHRUN_TEST_KILL_AT", None)
+    if key is not None:
+        env["BATCH_TEST_KEY"] = key
+    return subprocess.run([sys.executable, "-m", "batchrun", "run", str(job), "--no-progress",
+                           *args], capture_output=True, text=True, env=env, timeout=timeout,
+                          check=False)
+
+
+def test_a_key_refused_while_polling_stops_waiting_exits_5_and_leaves_the_batch(
+    tmp_path: Path,
+) -> None:
+    with MockThread(MockConfig(batch_seconds=1.0, api_key="sk-the-right-one")) as server:
+        path = batch_job(tmp_path, server.base_url, rows=ROWS, batch={"max_requests": 5},
+                         provider={"api_key_env": "BATCH_TEST_KEY"}, budget={"max_usd": 1.0})
+        assert run_cli(path, "--detach", key="sk-the-right-one").returncode == 0
+        refused = run_cli(path, key="sk-not-the-right-one-0123", timeout=20)
+        assert refused.returncode == 5, refused.stderr
+        said = refused.stderr
+        assert said.count("refused the account:") == said.count("refused the account (") == 1
+        _, states = read_batches(tmp_path / "out")
+        assert [s.state for s in states.values()] == ["created"] * 3
+        done = run_cli(path, key="sk-the-right-one")
+        assert done.returncode == 0, done.stderr
+        assert server.stats.batches_created == 3
+    frame = batchrun.read(tmp_path / "out")
+    assert len(frame) == ROWS and own_answers(frame, "mock-1")

@@ -146,10 +146,14 @@ class BatchDriver:
         if self.pending.online and self.run_online is not None and not self.cancel_mode:
             await self._online()
 
+    def _active(self, provider: str) -> Remote | None:
+        """The remote of a provider this run still talks to (None: gone or refused)."""
+        return None if provider in self._refused else self._remotes.get(provider)
+
     def _moving(self, state: BatchState) -> bool:
         """Whether this run takes the batch further (else a next run, or nobody, will)."""
-        if not state.live or state.state in self._stalled():
-            return False
+        if not state.live or state.state in self._stalled() or state.provider in self._refused:
+            return False  # a refused provider's batches stay with it for a later run
         if state.provider not in self._remotes:
             if state.key not in self._orphaned:
                 self._orphaned.add(state.key)
@@ -185,10 +189,8 @@ class BatchDriver:
     async def _submit_planned(self) -> None:
         known = {s.batch_id for s in self.journal.states.values() if s.batch_id}
         for state in list(self.journal.states.values()):
-            if self.interrupted or state.provider in self._refused:
-                continue
-            remote = self._remotes.get(state.provider)
-            if remote is None:
+            remote = self._active(state.provider)
+            if self.interrupted or remote is None:
                 continue
             try:
                 if state.state in ("planned", "upload", "uploaded"):
@@ -196,7 +198,11 @@ class BatchDriver:
                         log.warning("[budget] max_usd: batch %s (worst case $%.4f) is not "
                                     "submitted", state.key, state.worst_usd)
                         continue
-                    await remote.submit(state)
+                    try:
+                        await remote.submit(state)
+                    except AccountRefused:  # refused before any batch existed: not spending
+                        self.budget.settle(state.worst_usd, 0.0)
+                        raise
                 elif state.state == "create":
                     await remote.look_up(state, known)
             except AccountRefused as refusal:
@@ -205,10 +211,16 @@ class BatchDriver:
                 known.add(state.batch_id)
 
     def _refuse(self, state: BatchState, refusal: AccountRefused) -> None:
-        log.error("%s refused the account: %s; its batches are not submitted, their rows stay "
-                  "pending", state.provider, refusal.message)
+        """Stop talking to a provider that refused the account, once.
+
+        Its batches already at the provider stay there (and keep their budget hold: they may
+        be spending); the next run, with the account fixed, collects them.
+        """
+        if state.provider in self._refused:
+            return
+        log.error("%s refused the account: %s; its batches are neither submitted nor waited "
+                  "for, their rows stay pending", state.provider, refusal.message)
         self._refused.add(state.provider)
-        self.budget.settle(state.worst_usd, 0.0)
         self.stops.append(Stop(state.provider, refusal.error_type, refusal.message, True))
 
     async def _wait(self) -> None:
@@ -222,10 +234,10 @@ class BatchDriver:
                                self.job.batch.poll_seconds * IDLE_MAX_FACTOR)
             self._show()
             states = self.journal.states.values()
-            if any(s.state in ("ended", "downloaded", "commit") and s.provider in self._remotes
+            if any(s.state in ("ended", "downloaded", "commit") and self._active(s.provider)
                    for s in states):
                 return
-            if not any(s.open_remote and s.provider in self._remotes for s in states):
+            if not any(s.open_remote and self._active(s.provider) for s in states):
                 return
             self._wake.clear()
             with suppress(TimeoutError):
@@ -236,7 +248,7 @@ class BatchDriver:
         changed = False
         known = {s.batch_id for s in self.journal.states.values() if s.batch_id}
         for state in list(self.journal.states.values()):
-            remote = self._remotes.get(state.provider)
+            remote = self._active(state.provider)
             if remote is None or self.interrupted:
                 continue
             try:
@@ -253,11 +265,15 @@ class BatchDriver:
         """Download and commit every ended batch; whether any resubmitted requests."""
         resubmitted = False
         for state in list(self.journal.states.values()):
-            remote = self._remotes.get(state.provider)
+            remote = self._active(state.provider)
             if remote is None:
                 continue
-            if state.state == "ended":
-                await remote.download(state)
+            try:
+                if state.state == "ended":
+                    await remote.download(state)
+            except AccountRefused as refusal:
+                self._refuse(state, refusal)
+                continue
             if state.state in ("downloaded", "commit"):
                 resubmitted = await self._commit(remote, state) or resubmitted
         return resubmitted
@@ -294,9 +310,13 @@ class BatchDriver:
 
     async def _cancel_open(self) -> None:
         for state in list(self.journal.states.values()):
-            remote = self._remotes.get(state.provider)
+            remote = self._active(state.provider)
             if remote is not None and state.state == "created" and not state.cancel_requested:
-                await remote.cancel(state)
+                try:
+                    await remote.cancel(state)
+                except AccountRefused as refusal:
+                    self._refuse(state, refusal)
+                    continue
                 log.info("%s: cancelling batch %s", state.provider, state.batch_id)
 
     async def _online(self) -> None:
