@@ -13,12 +13,14 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from urllib.request import urlopen
 
 import aiohttp
 import pytest
 from aiohttp import web
 
 import batchrun
+import batchrun.engine.batch.cancel
 from batchrun.mock import MockConfig, MockThread, expected_content
 from batchrun.mock.loop_thread import LoopThread
 from batchrun.store.batches import read_batches
@@ -159,3 +161,39 @@ def test_a_key_refused_while_polling_stops_waiting_exits_5_and_leaves_the_batch(
         assert server.stats.batches_created == 3
     frame = batchrun.read(tmp_path / "out")
     assert len(frame) == ROWS and own_answers(frame, "mock-1")
+
+
+def test_cancel_of_batches_that_already_ended_collects_them_and_exits_0(tmp_path: Path) -> None:
+    from batchrun import cli
+
+    with MockThread(MockConfig(batch_seconds=0.05)) as server:
+        path = batch_job(tmp_path, server.base_url, rows=ROWS, batch={"max_requests": 6})
+        assert batchrun.run(path, detach=True).exit_code == 0
+        for _ in range(10_000):  # until each has ended at the mock
+            if server.stats_snapshot()["batches_ended"].get("completed", 0) == 2:
+                break
+            for batch_id in list(server.stats.batch_jobs):
+                urlopen(f"{server.base_url}/batches/{batch_id}").close()
+        assert cli.main(["cancel", str(tmp_path / "out")]) == 0
+        assert server.stats.batch_calls.get("batches.cancel", 0) == 0
+    frame = batchrun.read(tmp_path / "out")
+    assert len(frame) == ROWS and set(frame["status"]) == {"ok"}
+
+
+def test_a_cancel_answered_409_is_not_retried_the_batch_is_polled_and_collected(
+    tmp_path: Path,
+) -> None:
+    """The gateway passes the cancel on, then answers 409 as if the batch had ended."""
+    def rule(method: str, path: str, count: int) -> int | None:
+        return 409 if method == "POST" and path.endswith("/cancel") else None
+
+    with MockThread(MockConfig(batch_seconds=2.0)) as server, Gateway(server.base_url,
+                                                                      rule) as gateway:
+        path = batch_job(tmp_path, gateway.base_url, rows=ROWS)
+        assert batchrun.run(path, detach=True).exit_code == 0
+        cancelled = batchrun.engine.batch.cancel.cancel_batches(tmp_path / "out")
+        assert server.stats.batch_calls.get("batches.cancel") == 1
+        assert server.stats.batches_ended == {"cancelled": 1}
+    assert cancelled.cancelled == 1
+    _, states = read_batches(tmp_path / "out")
+    assert [(s.state, s.status) for s in states.values()] == [("committed", "cancelled")]

@@ -311,13 +311,17 @@ class BatchDriver:
     async def _cancel_open(self) -> None:
         for state in list(self.journal.states.values()):
             remote = self._active(state.provider)
-            if remote is not None and state.state == "created" and not state.cancel_requested:
-                try:
-                    await remote.cancel(state)
-                except AccountRefused as refusal:
-                    self._refuse(state, refusal)
+            if remote is None or state.state != "created" or state.cancel_requested:
+                continue
+            try:
+                await remote.poll(state)  # one that ended meanwhile is collected, not cancelled
+                if state.state != "created":
                     continue
+                await remote.cancel(state)
                 log.info("%s: cancelling batch %s", state.provider, state.batch_id)
+                await remote.poll(state)
+            except AccountRefused as refusal:
+                self._refuse(state, refusal)
 
     async def _online(self) -> None:
         """The requests `[batch] unfinished = "online"` handed over, through the online path."""

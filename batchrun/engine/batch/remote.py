@@ -250,7 +250,7 @@ class Remote:
 
     async def _cancel_call(self, batch_id: str) -> None:
         try:
-            await self._retried(lambda: self.api.cancel(batch_id))
+            await self._retried(lambda: _final_refusal(self.api.cancel(batch_id)))
         except TerminalError as error:  # already ended: nothing to cancel
             if isinstance(error, AccountRefused):
                 raise
@@ -283,6 +283,20 @@ _REFUSED_UNDONE = frozenset({400, 401, 402, 403, 404, 405, 411, 413, 414, 415, 4
 def may_have_happened(error: RequestError) -> bool:
     """Whether a failed call may still have been carried out by the provider."""
     return error.status is None or error.status not in _REFUSED_UNDONE
+
+
+class _AlreadyFinal(TerminalError):
+    """A cancel refused because the batch has ended (409 at OpenAI, 400 at Anthropic)."""
+
+
+async def _final_refusal(call: Awaitable[T]) -> T:
+    """`call`, its 409 or 400 answer as final: asking again cannot cancel an ended batch."""
+    try:
+        return await call
+    except RequestError as error:
+        if error.status in (400, 409):
+            raise _AlreadyFinal(error.message, status=error.status) from None
+        raise
 
 
 class _Unanswered(TerminalError):
