@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 import batchrun
+from batchrun import cli
 from batchrun.mock import MockConfig, MockThread, expected_content
 from batchrun.store.batches import read_batches
 from tests.conftest import write_rows
@@ -115,21 +116,42 @@ def test_a_batch_completed_without_its_output_file_is_an_error_never_a_success(
     assert [s.status for s in states.values()] == ["completed"]
 
 
-@pytest.mark.parametrize("api", ["openai", "anthropic"])
 def test_a_batch_that_fails_validation_is_reported_and_its_rows_resubmitted(
-    tmp_path: Path, api: str, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    model = "claude-mock" if api == "anthropic" else "mock-1"
-    variant = {"name": "b", "model": model, "mode": "batch", "params": {"max_tokens": 32}}
-    summary, frame, _ = run_batches(tmp_path, {"batch_validation_failures": 1}, api=api,
-                                    variants=[variant])
+    summary, frame, _ = run_batches(tmp_path, {"batch_validation_failures": 1})
     assert summary.exit_code == 0 and set(frame["status"]) == {"ok"}
-    assert own_answers(frame, model) and set(frame["attempts"]) == {2}
+    assert own_answers(frame) and set(frame["attempts"]) == {2}
     _, states = read_batches(tmp_path / "out")
-    assert [s.status for s in states.values()] == ["failed", "completed" if api == "openai"
-                                                   else "ended"]
-    said = "token_limit_exceeded" if api == "openai" else "failed validation"
-    assert said in caplog.text
+    assert [s.status for s in states.values()] == ["failed", "completed"]
+    assert "token_limit_exceeded" in caplog.text
+
+
+def test_a_create_refused_with_a_400_records_its_rows_as_errors_not_sent_again(
+    tmp_path: Path,
+) -> None:
+    """The same batch would be refused again: one create, the provider's message on each row."""
+    variant = {"name": "b", "model": "claude-mock", "mode": "batch", "params": {"max_tokens": 32}}
+    summary, frame, server = run_batches(tmp_path, {"batch_validation_failures": 1},
+                                         api="anthropic", variants=[variant],
+                                         retry={"max_attempts": 6})
+    assert summary.exit_code == 1 and len(frame) == ROWS and set(frame["status"]) == {"error"}
+    assert set(frame["error_type"]) == {"BadRequest"} and set(frame["attempts"]) == {1}
+    assert frame["error_message"].str.contains("failed validation").all()
+    assert server.stats.batch_calls.get("messages.batches.create") == 1
+    _, states = read_batches(tmp_path / "out")
+    assert [(s.state, s.status) for s in states.values()] == [("committed", "refused")]
+
+
+def test_a_window_the_openai_batch_api_does_not_take_exits_2_before_anything_is_sent(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with MockThread(MockConfig()) as server:
+        path = batch_job(tmp_path, server.base_url, rows=2, batch={"window": "48h"})
+        assert cli.main(["run", str(path)]) == 2
+        assert server.stats.batch_calls == {}
+    err = capsys.readouterr().err
+    assert "job.toml: [batch]: \"window\" = \"48h\"" in err and 'window = "24h"' in err
 
 
 def test_shuffled_results_and_a_lagging_file_store_change_nothing(tmp_path: Path) -> None:

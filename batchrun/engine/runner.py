@@ -30,7 +30,7 @@ from batchrun.engine.sink import Sink
 from batchrun.engine.summary import RunSummary
 from batchrun.engine.tally import Tally
 from batchrun.engine.worker import Settings
-from batchrun.errors import OutputDirError, StorageError, UsageError
+from batchrun.errors import JobError, OutputDirError, StorageError, UsageError
 from batchrun.job import Job
 from batchrun.parse import AnswerChecker
 from batchrun.store import (
@@ -50,6 +50,7 @@ log = logging.getLogger("batchrun")
 async def arun(job: Job, options: RunOptions | None = None) -> RunSummary:
     """Run (or resume) a job, or one shard of it, and return its summary."""
     options = options or RunOptions()
+    _check_windows(job)
     if options.detach:
         _check_detachable(job)
     shard = options.shard
@@ -232,6 +233,21 @@ def _on_signals(handler: Callable[[], None]) -> Callable[[], None]:
             loop.remove_signal_handler(sig)
 
     return restore
+
+
+# OpenAI's Batch API takes this completion_window only; any other is refused at each create.
+OPENAI_WINDOW = "24h"
+
+
+def _check_windows(job: Job) -> None:
+    """[batch] window against the batch variants' APIs, before anything is sent."""
+    window = job.batch.window
+    for variant in job.variants:
+        api = job.provider(variant.provider).api
+        if variant.batch and api in ("openai", "responses") and window != OPENAI_WINDOW:
+            raise JobError(
+                f'{job.source}: [batch]: "window" = "{window}" is not taken by the Batch API '
+                f'of api = "{api}" (variant "{variant.name}"): set window = "{OPENAI_WINDOW}"')
 
 
 def _check_detachable(job: Job) -> None:

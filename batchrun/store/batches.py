@@ -35,7 +35,8 @@ STATES = ("planned", "upload", "uploaded", "create", "created", "ended", "downlo
 # The fields an event line may set; the others come from the event itself.
 _FIELDS = ("variant", "provider", "model", "requests", "bytes", "worst_usd", "price", "file_id",
            "batch_id", "status", "done", "total", "counts", "message", "files", "ok", "error",
-           "output_file_id", "error_file_id", "results_url", "resubmit", "online", "cost_usd")
+           "output_file_id", "error_file_id", "results_url", "resubmit", "online", "cost_usd",
+           "error_type")
 
 
 @dataclass(slots=True)
@@ -61,6 +62,7 @@ class BatchState:
     total: int = 0
     counts: dict[str, int] = field(default_factory=dict)
     message: str | None = None
+    error_type: str | None = None  # the provider refused the batch itself: its rows' error
     cancel_requested: bool = False
     output_file_id: str | None = None
     error_file_id: str | None = None

@@ -84,7 +84,10 @@ class Collector:
                     yield self._take()
         reason = self.state.message or f"batch {self.state.batch_id} returned no line for it"
         for request in meta.values():
-            self._unfinished(request, "missing", reason)
+            if self.state.status == "refused":  # sending it again gets the same refusal
+                self._error(request, self.state.error_type or "BatchFailed", reason)
+            else:
+                self._unfinished(request, "missing", reason)
             if len(self._chunk) >= CHUNK_RECORDS:
                 yield self._take()
         if self._chunk:

@@ -83,7 +83,10 @@ class Remote:
         except TerminalError as error:
             if isinstance(error, AccountRefused):
                 raise
-            await self.ended_without_batch(state, error.message)
+            if refused_for_good(error):
+                await self.refused(state, error)
+            else:
+                await self.ended_without_batch(state, error.message)
             return
         if info is not None:
             await self.created(state, info)
@@ -110,6 +113,14 @@ class Remote:
         log.error("%s: batch %s (%d requests) was refused: %s", state.provider, state.key,
                   state.requests, message)
         await self.record(state.key, "ended", status="failed", message=message, files=[])
+
+    async def refused(self, state: BatchState, error: RequestError) -> None:
+        """The provider refused this very batch (a 4xx): sending it again gets the same answer,
+        so its rows are recorded as errors with the provider's message."""
+        log.error("%s: batch %s (%d requests) was refused: %s; its rows are recorded as errors",
+                  state.provider, state.key, state.requests, error.message)
+        await self.record(state.key, "ended", status="refused", message=error.message,
+                          error_type=error.error_type, files=[])
 
     async def look_up(self, state: BatchState, known: set[str], *, create: bool = True) -> bool:
         """Resolve a batch whose create had no recorded answer; False while that is unsure.
@@ -222,7 +233,7 @@ class Remote:
 
     async def download(self, state: BatchState) -> None:
         """ended -> downloaded: the result files on disk (none for a batch that failed)."""
-        if state.status in ("failed", "lost") or state.batch_id is None:
+        if state.status in ("failed", "lost", "refused") or state.batch_id is None:
             await self.record(state.key, "downloaded", files=[])
             return
         from batchrun.providers.batches.base import BatchInfo
@@ -278,6 +289,14 @@ class Remote:
 # Answers that say the request was not carried out, whatever else went wrong (a 408, 409 or
 # 425 may come from a gateway after the upstream took the request).
 _REFUSED_UNDONE = frozenset({400, 401, 402, 403, 404, 405, 411, 413, 414, 415, 422, 429})
+
+
+def refused_for_good(error: RequestError) -> bool:
+    """A 4xx to an upload or create that the same request would get again (not the account's
+    401/403 nor a 429 limit, which change with time)."""
+    status = error.status
+    return status is not None and 400 <= status < 500 and status not in (401, 403, 408, 409,
+                                                                         425, 429)
 
 
 def may_have_happened(error: RequestError) -> bool:
