@@ -137,3 +137,18 @@ def test_a_kill_between_two_planned_batches_never_reuses_a_live_batch_key(tmp_pa
     assert len(frame) == rows * 4 and set(frame["status"]) == {"ok"}
     assert frame.groupby(["id", "variant", "sample"]).size().max() == 1
 
+
+
+def test_the_files_of_a_batch_committed_just_before_a_kill_are_deleted_by_the_rerun(
+    tmp_path: Path,
+) -> None:
+    with MockThread(MockConfig(batch_seconds=0.1)) as server:
+        job = batch_job(tmp_path, server.base_url, rows=10)
+        process = run(job, kill_at="committed")
+        _, err = process.communicate(timeout=60)
+        assert process.returncode == KILLED, err.decode()
+        folder = tmp_path / "out" / "batches"
+        assert len(list(folder.glob("br-*"))) > 0
+        finish(job)
+    assert [path.name for path in folder.iterdir()] == ["journal.jsonl"]
+    assert len(batchrun.read(tmp_path / "out")) == 10

@@ -49,8 +49,11 @@ class Pending:
     def load(self, journal: BatchJournal) -> None:
         """From the journal: requests in live batches, sent online, resubmitted how often."""
         for path in journal.folder.glob("br-*"):
-            if path.name.split(".", 1)[0] not in journal.states:
-                path.unlink()  # a batch file whose `planned` line a crash cut off
+            state = journal.states.get(path.name.split(".", 1)[0])
+            # A batch file whose `planned` line a crash cut off, or the files of a batch whose
+            # answers are in the results already (a crash cut its clean-up short).
+            if state is None or not state.live:
+                path.unlink()
         for state in journal.states.values():
             if state.live:
                 self.live.update(custom_ids(journal.folder / f"{state.key}.requests.jsonl"))
