@@ -152,3 +152,57 @@ def test_the_files_of_a_batch_committed_just_before_a_kill_are_deleted_by_the_re
         finish(job)
     assert [path.name for path in folder.iterdir()] == ["journal.jsonl"]
     assert len(batchrun.read(tmp_path / "out")) == 10
+
+
+def anthropic_job(folder: Path, base_url: str, rows: int) -> Path:
+    folder.mkdir()
+    return batch_job(folder, base_url, rows=rows, api="anthropic",
+                     variants=[{"name": "b", "model": "claude-mock", "mode": "batch",
+                                "params": {"max_tokens": 32}}])
+
+
+def results_calls(server: MockThread) -> int:
+    return int(server.stats_snapshot()["batch_calls"].get("messages.batches.results", 0))
+
+
+def test_an_anthropic_orphan_look_up_reads_another_runs_batch_of_the_same_size_once(
+    tmp_path: Path,
+) -> None:
+    with MockThread(MockConfig(batch_seconds=2.0)) as server:
+        other = anthropic_job(tmp_path / "other", server.base_url, 12)
+        finish(other)  # an ended batch of 12 lines that is not ours
+        job = anthropic_job(tmp_path / "ours", server.base_url, 12)
+        process = run(job, kill_at="create-sent")
+        process.communicate(timeout=60)
+        before = results_calls(server)
+        finish(job)
+        # the other batch probed once, ours probed once and downloaded
+        assert results_calls(server) - before == 3
+        assert server.stats.billed_twice() == 0
+    assert len(batchrun.read(tmp_path / "ours" / "out")) == 12
+
+
+def test_an_anthropic_look_up_skips_batches_created_after_the_create_could_have_been(
+    tmp_path: Path,
+) -> None:
+    """A create intent of hours ago: a batch created just now cannot be its answer."""
+    import orjson
+
+    with MockThread(MockConfig(batch_seconds=1.0)) as server:
+        job = anthropic_job(tmp_path / "ours", server.base_url, 12)
+        process = run(job, kill_at="create")  # the intent written, nothing sent
+        process.communicate(timeout=60)
+        journal = tmp_path / "ours" / "out" / "batches" / "journal.jsonl"
+        lines = [orjson.loads(raw) for raw in journal.read_bytes().splitlines()]
+        for line in lines:
+            if line["event"] == "create":
+                line["at"] -= 7200
+        journal.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
+        other = anthropic_job(tmp_path / "other", server.base_url, 12)
+        detached = subprocess.run([sys.executable, "-m", "batchrun", "run", str(other),
+                                   "--detach", "--no-progress"], capture_output=True, check=False)
+        assert detached.returncode == 0, detached.stderr.decode()
+        before = results_calls(server)
+        finish(job)
+        assert results_calls(server) - before == 1  # its own results; the other never probed
+    assert len(batchrun.read(tmp_path / "ours" / "out")) == 12

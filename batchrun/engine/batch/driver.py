@@ -112,8 +112,10 @@ class BatchDriver:
         metadata = {"batchrun_run": journal.run_id, "batchrun_job": self.job.name[:64]}
         if shard is not None:
             metadata["batchrun_shard"] = str(shard)
-        return Remote(api, journal, retry_policy(self.job.retry), window=self.job.batch.window,
-                      metadata=metadata)
+        retry = self.job.retry
+        attempt_s = api.http.spec.timeout_seconds + retry.backoff_max_s + retry.retry_after_max_s
+        return Remote(api, journal, retry_policy(retry), window=self.job.batch.window,
+                      metadata=metadata, create_span_s=retry.max_attempts * attempt_s)
 
     async def _rounds(self, journal: BatchJournal) -> None:
         states = journal.states

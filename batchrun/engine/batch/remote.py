@@ -51,14 +51,17 @@ class Remote:
 
     def __init__(
         self, api: BatchAPI, journal: BatchJournal, policy: AsyncRetrying, *, window: str,
-        metadata: Mapping[str, str],
+        metadata: Mapping[str, str], create_span_s: float,
     ) -> None:
         self.api = api
         self.journal = journal
         self.policy = policy
         self.window = window
         self.metadata = dict(metadata)
+        # How long after its intent a create (with its retries) can still have been carried out.
+        self.create_span_s = create_span_s
         self._no_output_seen: dict[str, int] = {}
+        self._ruled_out: set[str] = set()  # batches whose results showed they are not ours
 
     async def record(self, key: str, event: str, **fields: Any) -> BatchState:
         """Journal one event durably (off the event loop), then the crash tests' hook."""
@@ -130,13 +133,16 @@ class Remote:
         create).
         """
         since = (state.create_at or 0.0) - LOOKUP_SLACK_S
+        until = (state.create_at or 0.0) + self.create_span_s + LOOKUP_SLACK_S
         unsure = False
         found: list[BatchInfo] = []
         async for info in self.api.listing():
             if info.created_at is not None and info.created_at < since:
                 break
-            if info.id in known:
+            if info.id in known or info.id in self._ruled_out:
                 continue
+            if info.created_at is not None and info.created_at > until:
+                continue  # created after our create could have been carried out
             if self.api.keeps_metadata:
                 if info.key == state.key:
                     found.append(info)
@@ -148,6 +154,8 @@ class Remote:
                 continue
             if await self._holds_ours(state, info):
                 found.append(info)
+            else:
+                self._ruled_out.add(info.id)
         if found:
             await self._keep_one(state, found)
             return True
@@ -171,14 +179,12 @@ class Remote:
                 await self._cancel_call(extra.id)
 
     async def _holds_ours(self, state: BatchState, info: BatchInfo) -> bool:
-        paths = await self._retried(
-            lambda: self.api.download(info, self.journal.folder, f"{state.key}.probe"))
-        try:
-            return await asyncio.to_thread(_first_id_is_ours, self.api, paths,
-                                           self.path(state, ".requests.jsonl"))
-        finally:
-            for path in paths:
-                path.unlink(missing_ok=True)
+        """Whether an ended batch is this one: its first custom_id is one of ours."""
+        first = await self._retried(lambda: self.api.first_custom_id(
+            info, self.journal.folder, f"{state.key}.probe"))
+        if first is None:
+            return False
+        return first in await asyncio.to_thread(custom_ids_of, self.path(state, ".requests.jsonl"))
 
     async def poll(self, state: BatchState) -> bool:
         """Look at a created batch; journal what changed. True when something did."""
@@ -332,10 +338,7 @@ def _preference(info: BatchInfo) -> tuple[bool, float]:
             info.created_at or 0.0)
 
 
-def _first_id_is_ours(api: BatchAPI, paths: list[Path], sidecar: Path) -> bool:
+def custom_ids_of(sidecar: Path) -> set[str]:
+    """The custom_ids of a batch, from its sidecar."""
     with sidecar.open("rb") as lines:
-        ours = {orjson.loads(line)["cid"] for line in lines}
-    for path in paths:
-        for custom_id in api.custom_ids_in(path):
-            return custom_id in ours
-    return False
+        return {orjson.loads(line)["cid"] for line in lines}

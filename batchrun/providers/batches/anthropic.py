@@ -73,6 +73,14 @@ class AnthropicBatches(BatchAPI):
         await self.http.download(url, path)
         return [path]
 
+    async def first_custom_id(self, info: BatchInfo, folder: Path, stem: str) -> str | None:
+        # Only the first line is read: a results file may be hundreds of megabytes.
+        url = info.results_url or self.http.url(f"/messages/batches/{info.id}/results")
+        raw = await self.http.first_line(url)
+        if raw is None:  # an answer too long to hold in memory: read from disk instead
+            return await super().first_custom_id(info, folder, stem)
+        return (result_line(raw).custom_id or None) if raw.strip() else None
+
     def read_results(self, path: Path) -> Iterator[ResultLine]:
         with path.open("rb") as lines:
             for raw in lines:

@@ -98,10 +98,17 @@ class BatchAPI(ABC):
     def read_results(self, path: Path) -> Iterator[ResultLine]:
         """The result lines of one downloaded file."""
 
-    def custom_ids_in(self, path: Path) -> Iterator[str]:
-        """The custom_ids a downloaded results file holds (to recognise an orphan batch)."""
-        for line in self.read_results(path):
-            yield line.custom_id
+    async def first_custom_id(self, info: BatchInfo, folder: Path, stem: str) -> str | None:
+        """The custom_id of an ended batch's first result line (to recognise an orphan batch)."""
+        paths = await self.download(info, folder, stem)
+        try:
+            for path in paths:
+                for line in self.read_results(path):
+                    return line.custom_id
+            return None
+        finally:
+            for path in paths:
+                path.unlink(missing_ok=True)
 
     @property
     def keeps_metadata(self) -> bool:

@@ -36,6 +36,7 @@ from batchrun.providers.redact import Redactor
 MAX_ERROR_BODY = 64 * 1024
 DETAIL_CHARS = 500
 CHUNK = 1 << 20
+MAX_LINE = 64 << 20  # a first result line read on its own: one answer, however long
 
 
 class BatchHTTP:
@@ -116,6 +117,24 @@ class BatchHTTP:
             raise ConnectionFailed(self._redact_text(
                 f"{self.spec.name}: download failed: {type(error).__name__}: {error}")) from None
         return written
+
+    async def first_line(self, url: str) -> bytes | None:
+        """The first line of a body, leaving the rest unread; None when it is over MAX_LINE."""
+        session = self._open()
+        try:
+            async with session.get(url, allow_redirects=False) as response:
+                await self._check(response)
+                line = await response.content.readuntil(b"\n", max_size=MAX_LINE)
+        except RequestError as error:
+            raise self._redacted(error) from None
+        except ValueError:  # aiohttp's "Chunk too big"
+            return None
+        except (TimeoutError, aiohttp.ServerTimeoutError) as error:
+            raise Timeout(f"{self.spec.name}: GET {url}: no answer in time ({error!r})") from None
+        except aiohttp.ClientError as error:
+            raise ConnectionFailed(self._redact_text(
+                f"{self.spec.name}: GET {url}: {type(error).__name__}: {error}")) from None
+        return line
 
     def _open(self) -> aiohttp.ClientSession:
         assert self._session is not None, "use BatchHTTP as an async context manager"
