@@ -197,3 +197,24 @@ def test_a_cancel_answered_409_is_not_retried_the_batch_is_polled_and_collected(
     assert cancelled.cancelled == 1
     _, states = read_batches(tmp_path / "out")
     assert [(s.state, s.status) for s in states.values()] == [("committed", "cancelled")]
+
+
+def test_when_the_batch_side_fails_the_online_side_is_cancelled_not_left_running(
+    tmp_path: Path,
+) -> None:
+    import asyncio
+
+    variants = [{"name": "b", "model": "mock-1", "mode": "batch", "params": {"max_tokens": 32}},
+                {"name": "o", "model": "mock-1", "params": {"max_tokens": 32}}]
+    with MockThread(MockConfig(latency_ms=5000)) as server:
+        path = batch_job(tmp_path, server.base_url, rows=ROWS, variants=variants)
+        (tmp_path / "out").mkdir()
+        (tmp_path / "out" / "batches").write_text("not a folder")  # the batch journal fails
+
+        async def main() -> set[asyncio.Task[object]]:
+            with pytest.raises(OSError):
+                await batchrun.arun(path, progress=False)
+            return {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
+
+        left = asyncio.run(main())
+    assert left == set()

@@ -13,7 +13,7 @@ import logging
 import shutil
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -177,7 +177,7 @@ async def _run_with_batches(
             if run is not None:
                 used = {v.provider for v in online}
                 run.lanes = {name: lane for name, lane in lanes.items() if name in used}
-                await asyncio.gather(run.execute(progress), driver.execute(lanes, checked.keys))
+                await _together(run.execute(progress), driver.execute(lanes, checked.keys))
             else:
                 await driver.execute(lanes, checked.keys)
         finally:
@@ -200,6 +200,21 @@ async def _run_with_batches(
         # Rows in batches still at the provider (--detach, ...) are pending for a reason.
         unsettled=max(0, pending - driver.left_in_batches - refused),
     )
+
+
+async def _together(*steps: Coroutine[Any, Any, None]) -> None:
+    """Run the steps side by side; the first to fail cancels the others, then is raised."""
+    tasks = [asyncio.ensure_future(step) for step in steps]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    finally:  # also on our own cancellation: nothing is left running past the lanes
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    for task in tasks:
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            raise error
 
 
 def _online_pass(
