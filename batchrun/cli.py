@@ -242,7 +242,17 @@ def _run(args: argparse.Namespace) -> int:
     from batchrun.job import Job
 
     job = Job.from_toml(args.job).with_overrides(input_path=args.input, output_path=args.output)
+    if args.shards is not None and (args.shard is not None or args.processes is not None):
+        raise UsageError("--shards N goes with JOB_COMPLETION_INDEX or --ray; --shard I/N and "
+                         "--processes P already say how many shards")
     if args.processes is not None or args.ray is not None:
+        from batchrun.engine.shards import shard_from_environment
+
+        named = shard_from_environment(os.environ)
+        if named is not None:  # every array task would run every shard
+            raise UsageError(f"the environment makes this process shard {named.index}/"
+                             f"{named.count} (BATCHRUN_SHARD or a Slurm array): run one shard per "
+                             "task without --processes/--ray, or unset it")
         return _run_many(args, job)
     from batchrun.engine import RunOptions, arun
     from batchrun.engine.shards import shard_from_environment
@@ -317,22 +327,18 @@ def _cancel(directory: str) -> int:
 
 
 def _compact(directory: str) -> int:
-    from batchrun.store import OutputLock, compact, recover, shard_folders
+    from batchrun.store import compact, recover, run_locked, shard_folders
 
     root = Path(directory)
     if not root.is_dir():
         raise UsageError(f"{root}: no such output directory")
     folders = [folder for _, folder in shard_folders(root)] or [root]
     before = after = 0
-    for folder in folders:
-        lock = OutputLock(folder)
-        lock.acquire()  # a live run's parts are its own: refused, naming its pid
-        try:
+    with run_locked(root):  # every lock first: a live run or shard refuses it before any merge
+        for folder in folders:
             recover(folder)
             done = compact(folder)
-        finally:
-            lock.release()
-        before, after = before + done.parts_before, after + done.parts_after
+            before, after = before + done.parts_before, after + done.parts_after
     print(f"{root}: {before} parts merged into {after}")
     return EXIT_OK
 

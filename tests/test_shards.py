@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 import batchrun
@@ -21,6 +22,7 @@ from batchrun.job import Job
 from batchrun.mock import MockConfig, MockThread
 from batchrun.mock.answer import answer_digest
 from batchrun.sources import Shard
+from batchrun.store import OutputLock
 from tests.conftest import write_job, write_rows
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,6 +73,16 @@ def test_the_environment_names_the_shard_slurm_kubernetes_and_batchrun_shard() -
         shard_from_environment({}, shards=3)
     # BATCHRUN_SHARD is the explicit one: it wins over a scheduler's variables.
     assert shard_from_environment({**slurm, "BATCHRUN_SHARD": "0/2"}) == Shard(0, 2)
+    # A step or a list leaves gaps in the task ids: refused, not mapped onto wrong shards.
+    with pytest.raises(UsageError, match="contiguous"):
+        shard_from_environment({"SLURM_ARRAY_TASK_ID": "2", "SLURM_ARRAY_TASK_COUNT": "3",
+                                "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_MAX": "4",
+                                "SLURM_ARRAY_TASK_STEP": "2"})
+    with pytest.raises(UsageError, match="contiguous"):
+        shard_from_environment({"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_COUNT": "3",
+                                "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_MAX": "5"})
+    with pytest.raises(UsageError, match="disagrees"):
+        shard_from_environment({"BATCHRUN_SHARD": "0/2"}, shards=3)
 
 
 def test_a_shard_gets_its_share_of_the_stated_limits_and_budget(tmp_path: Path) -> None:
@@ -86,6 +98,7 @@ def test_a_shard_gets_its_share_of_the_stated_limits_and_budget(tmp_path: Path) 
     # Shared through one limiter (Ray), the shard keeps the whole limit.
     shared = shard_job(job, Shard(1, 3), divide_limits=False)
     assert shared.providers[0].requests_per_minute == 900
+    assert shared.providers[0].max_concurrency == 3  # connections are each shard's own
     assert shared.budget.max_usd == pytest.approx(3.0)  # each shard still counts its own spend
 
 
@@ -340,3 +353,98 @@ def test_processes_detach_submits_each_shards_batches_and_the_same_command_colle
     frame = batchrun.read(tmp_path / "out")
     assert len(frame) == 40 and set(frame.status) == {"ok"} and set(frame["mode"]) == {"batch"}
     assert set(frame.shard) == {"0-of-2", "1-of-2"}
+
+
+def test_combined_summaries_keep_unsettled_rows_and_say_a_shared_refusal_once() -> None:
+    from batchrun.cluster.combine import combine
+    from batchrun.engine import RunSummary
+    from batchrun.engine.account import Stop
+
+    stop = Stop("p", "QuotaExhausted", "no credit", stopped=True)
+    shards = [RunSummary(name="j", output=Path(f"out/shards/{i}-of-2"), total=10, ok=10 - i,
+                         error=0, skipped=0, pending=i, tokens={"prompt": 5}, cost_usd=None,
+                         elapsed_s=1.0 + i, stopped=None, refused=(stop,), unsettled=i)
+              for i in range(2)]
+    whole = combine(shards, output=Path("out"))
+    assert (whole.total, whole.ok, whole.pending, whole.unsettled) == (20, 19, 1, 1)
+    assert whole.refused == (stop,) and whole.tokens == {"prompt": 10}
+    assert whole.elapsed_s == 2.0 and whole.output == Path("out")
+    assert whole.exit_code == 5
+
+
+@pytest.mark.slow
+def test_fresh_never_clears_a_live_run_in_the_other_layout(tmp_path: Path) -> None:
+    with MockThread(MockConfig(latency_ms=100)) as server:
+        write_rows(tmp_path / "rows.jsonl", rows(300))
+        job = write_job(tmp_path, base_url=server.base_url, provider={"max_concurrency": 2})
+        # A live shard: an unsharded --fresh must not delete it under it.
+        shard = start("run", str(job), "--shard", "0/2", "--no-progress")
+        lock = tmp_path / "out" / "shards" / "0-of-2" / ".lock"
+        while not (lock.exists() and lock.read_text()):
+            assert shard.poll() is None
+            time.sleep(0.01)
+        fresh = cli("run", str(job), "--fresh", "--limit", "5", "--no-progress")
+        assert fresh.returncode == 2 and "another batchrun run" in fresh.stderr
+        assert lock.exists()
+        shard.send_signal(signal.SIGINT)
+        shard.communicate(timeout=60)
+        # A live unsharded run: --processes --fresh must not delete it under it.
+        other = write_job(tmp_path, base_url=server.base_url, provider={"max_concurrency": 2},
+                          output={"path": "out2"})
+        plain = start("run", str(other), "--no-progress")
+        lock = tmp_path / "out2" / ".lock"
+        while not (lock.exists() and lock.read_text()):
+            assert plain.poll() is None
+            time.sleep(0.01)
+        again = cli("run", str(other), "--processes", "2", "--fresh", "--no-progress")
+        assert again.returncode == 2 and "another batchrun run" in again.stderr
+        assert (tmp_path / "out2" / "batchrun.json").exists()
+        plain.send_signal(signal.SIGINT)
+        plain.communicate(timeout=60)
+
+
+def test_compact_refuses_before_merging_anything_while_a_shard_is_live(tmp_path: Path) -> None:
+    write_rows(tmp_path / "rows.jsonl", rows(100))
+    job = write_job(tmp_path, base_url="mock")
+    for i in range(2):
+        assert cli("run", str(job), "--shard", f"{i}/2", "--no-progress").returncode == 0
+    first = tmp_path / "out" / "shards" / "0-of-2"
+    # Checkpoints of a run that stopped: split shard 0's one part into several.
+    (part,) = store.list_parts(first)
+    table = pq.read_table(part).replace_schema_metadata(None)  # no longer a merged part
+    part.unlink()
+    for k, start_row in enumerate(range(0, table.num_rows, 10)):
+        store.write_atomically(table.slice(start_row, 10), store.part_path(first, k + 1))
+    before = len(store.list_parts(first))
+    live = OutputLock(tmp_path / "out" / "shards" / "1-of-2")
+    live.acquire()
+    try:
+        refused = cli("compact", str(tmp_path / "out"))
+    finally:
+        live.release()
+    assert refused.returncode == 2 and "another batchrun run" in refused.stderr
+    assert len(store.list_parts(first)) == before > 1
+    assert cli("compact", str(tmp_path / "out")).returncode == 0
+    assert len(store.list_parts(first)) == 1
+
+
+def test_export_join_input_reads_the_job_of_a_sharded_run(tmp_path: Path) -> None:
+    write_rows(tmp_path / "rows.jsonl", [{**r, "gold": r["id"].upper()} for r in rows(30)])
+    job = write_job(tmp_path, base_url="mock")
+    assert cli("run", str(job), "--processes", "2", "--no-progress").returncode == 0
+    target = tmp_path / "joined.jsonl"
+    done = cli("export", str(tmp_path / "out"), "--to", str(target), "--join-input")
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in target.read_text().splitlines()]
+    assert len(lines) == 30 and all(r["gold"] == r["id"].upper() for r in lines)
+
+
+def test_shards_with_shard_or_processes_is_refused(tmp_path: Path) -> None:
+    write_rows(tmp_path / "rows.jsonl", rows(10))
+    job = write_job(tmp_path, base_url="mock")
+    for extra in (["--shard", "0/2"], ["--processes", "2"]):
+        done = cli("run", str(job), "--shards", "3", *extra, "--no-progress")
+        assert done.returncode == 2 and "--shards N goes with" in done.stderr
+    inside = cli("run", str(job), "--processes", "2", "--no-progress",
+                 env={"BATCHRUN_SHARD": "1/4"})
+    assert inside.returncode == 2 and "one shard per task" in inside.stderr

@@ -11,7 +11,7 @@ from batchrun.engine import RunSummary
 _STOP_ORDER = ("interrupted", "budget")
 
 
-def combine(summaries: Sequence[RunSummary], output: Path | None = None) -> RunSummary:
+def combine(summaries: Sequence[RunSummary], output: Path) -> RunSummary:
     """Sum the shards' counts, tokens and cost; `output` is the run's directory (not a shard's).
 
     Elapsed is the longest shard's, since they ran side by side.
@@ -27,7 +27,7 @@ def combine(summaries: Sequence[RunSummary], output: Path | None = None) -> RunS
     stops = {s.stopped for s in summaries}
     return RunSummary(
         name=first.name,
-        output=output if output is not None else first.output.parent.parent,
+        output=output,
         total=sum(s.total for s in summaries),
         ok=sum(s.ok for s in summaries),
         error=sum(s.error for s in summaries),
@@ -37,6 +37,8 @@ def combine(summaries: Sequence[RunSummary], output: Path | None = None) -> RunS
         cost_usd=sum(costs) if costs else None,
         elapsed_s=max(s.elapsed_s for s in summaries),
         stopped=next((reason for reason in _STOP_ORDER if reason in stops), None),
-        refused=tuple(stop for s in summaries for stop in s.refused),
+        # Every shard hears the same refusal of a shared key: say it once.
+        refused=tuple(dict.fromkeys(stop for s in summaries for stop in s.refused)),
         refused_requests=sum(s.refused_requests for s in summaries),
+        unsettled=sum(s.unsettled for s in summaries),
     )

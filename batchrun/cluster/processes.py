@@ -19,7 +19,6 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
@@ -34,7 +33,7 @@ from batchrun.engine.shards import check_layout
 from batchrun.errors import UsageError
 from batchrun.job import Job
 from batchrun.sources import Shard
-from batchrun.store import OutputLock, prepare_output, shard_folders
+from batchrun.store import clear_run
 
 log = logging.getLogger("batchrun")
 
@@ -86,7 +85,7 @@ def run_processes(
     check_columns(job)
     api_keys(job)
     if fresh:
-        _clear(root)
+        clear_run(root)
     started = time.monotonic()
     children = [
         _start(job_path, index, processes,
@@ -116,22 +115,8 @@ def run_processes(
                       ", ".join(str(c.process.returncode) for c in failed))
         return ProcessesOutcome(None, code)
     summary = combine(summaries, output=root)
-    summary = _with_elapsed(summary, time.monotonic() - started)
+    summary = dataclasses.replace(summary, elapsed_s=time.monotonic() - started)
     return ProcessesOutcome(summary, summary.exit_code)
-
-
-def _with_elapsed(summary: RunSummary, elapsed: float) -> RunSummary:
-    return dataclasses.replace(summary, elapsed_s=elapsed)
-
-
-def _clear(root: Path) -> None:
-    """--fresh for a sharded run: every shard's results go, unless a shard is running."""
-    for name, folder in shard_folders(root):
-        lock = OutputLock(folder)
-        lock.acquire()  # refuses, naming the pid, while that shard runs
-        lock.release()
-        log.info("--fresh: clearing shard %s", name)
-    prepare_output(root, fresh=True)
 
 
 def _start(job_path: str, index: int, count: int, passed: Sequence[str]) -> _Child:
@@ -166,15 +151,17 @@ def _read_events(child: _Child, stream: IO[bytes]) -> None:
 
 _said: set[bytes] = set()
 _said_lock = threading.Lock()
+_ERROR = b"batchrun: error:"
 
 
 def _relay_stderr(child: _Child, stream: IO[bytes]) -> None:
-    """A child's messages, each said once: every shard checks the same input and job."""
+    """A child's messages, prefixed with its shard; an error every shard meets is said once."""
     for line in stream:
-        with _said_lock:
-            if line in _said:
-                continue
-            _said.add(line)
+        if line.startswith(_ERROR):
+            with _said_lock:
+                if line in _said:
+                    continue
+                _said.add(line)
         text = line.decode(errors="replace").rstrip("\n")
         prefix = "batchrun: "
         if text.startswith(prefix):
@@ -215,7 +202,9 @@ def _show_progress(children: list[_Child], enabled: bool) -> None:
                 f"err={sum(int(p.get('error', 0)) for p in known)} "
                 f"shards={sum(c.process.poll() is None for c in children)} running")
         if sys.stderr.isatty():
-            if bar is None and len(known) == len(children):
+            # Once every shard has said its total (or has already ended without a word).
+            said = sum(bool(c.progress) or c.process.poll() is not None for c in children)
+            if bar is None and said == len(children):
                 bar = tqdm(total=total, unit="req", dynamic_ncols=True, file=sys.stderr)
             if bar is not None:
                 bar.total = total

@@ -21,7 +21,6 @@ import importlib
 import logging
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from batchrun import sources
@@ -34,7 +33,7 @@ from batchrun.errors import UsageError
 from batchrun.job import Job
 from batchrun.limits.shared import LeaseBlocks, StatedLimits
 from batchrun.sources import Shard
-from batchrun.store import OutputLock, prepare_output, shard_folders
+from batchrun.store import clear_run
 
 log = logging.getLogger("batchrun")
 
@@ -77,7 +76,7 @@ def _run(ray: Any, job: Job, options: RunOptions, count: int) -> RunSummary:
     check_columns(job)
     keys = api_keys(job)
     if options.fresh:
-        _clear(root)  # here, once: a retried task must not clear what its first try saved
+        clear_run(root)  # here, once: a retried task must not clear what its first try saved
     started = time.monotonic()
     actors = _lease_actors(ray, job)
     # The driver's callback cannot run in a worker; progress is the driver's to show.
@@ -193,15 +192,6 @@ def _leased(
         parts.append(f"{name}: {requests:,.0f} requests leased, {pace:,.0f}/min lately")
         before[name] = requests
     return "; ".join(parts) or "no shared limits"
-
-
-def _clear(root: Path) -> None:
-    """--fresh: every shard's results go, unless a shard of this run is still running."""
-    for _, folder in shard_folders(root):
-        lock = OutputLock(folder)
-        lock.acquire()  # refuses, naming the pid, while that shard runs
-        lock.release()
-    prepare_output(root, fresh=True)
 
 
 def _import_ray() -> Any:

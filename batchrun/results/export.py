@@ -70,7 +70,10 @@ def _write_jsonl(table: pa.Table, target: Path) -> None:
 
 
 def _join_input(root: Path, table: pa.Table) -> pa.Table:
-    manifest = store.read_manifest(root)
+    # A sharded run's shards ran the same job on the same input: any started one says which.
+    manifests = [store.read_manifest(root), *(store.read_manifest(folder)
+                                              for _, folder in store.shard_folders(root))]
+    manifest = next((m for m in manifests if m is not None), None)
     if manifest is None:
         raise UsageError(f"{root}: no {store.MANIFEST}; --join-input needs the job it ran")
     job = Job.from_dict(manifest["job"], base_dir=Path(manifest.get("base_dir", ".")))

@@ -14,7 +14,7 @@ from batchrun.store.layout import (
     list_parts,
     part_path,
 )
-from batchrun.store.lock import OutputLock, prepare_output
+from batchrun.store.lock import OutputLock, clear_run, prepare_output, run_locked
 from batchrun.store.manifest import read_manifest, write_manifest
 from batchrun.store.parts import (
     RESULT_COLUMNS,
@@ -41,6 +41,7 @@ __all__ = [
     "JournalFile",
     "OutputLock",
     "Previous",
+    "clear_run",
     "compact",
     "done_key",
     "iter_keys",
@@ -59,6 +60,7 @@ __all__ = [
     "records_to_table",
     "recover",
     "revive",
+    "run_locked",
     "shard_counts",
     "shard_folders",
     "write_atomically",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
@@ -24,7 +26,15 @@ class OutputLock:
         handle = self.path.open("a+")
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        except OSError as error:
+            if not isinstance(error, BlockingIOError):
+                handle.close()
+                # Lustre without `-o flock`, some FUSE and old NFS mounts: no locking at all.
+                raise OutputDirError(
+                    f"{self.path.parent}: this filesystem refuses file locks ({error.strerror});"
+                    " batchrun needs flock to keep two runs apart: mount it with locking (Lustre:"
+                    " -o flock; NFSv4) or choose an output directory on one that has it"
+                ) from None
             handle.seek(0)
             holder = handle.read().strip() or "unknown"
             handle.close()
@@ -57,8 +67,50 @@ def prepare_output(root: Path, *, fresh: bool) -> None:
                 f"{root}: --fresh refuses to clear a directory holding files batchrun did not "
                 f"make ({', '.join(foreign[:5])}); choose an empty or batchrun-made directory"
             )
-        for name in (layout.JOURNAL_DIR, layout.PARTS_DIR, layout.SHARDS_DIR):
-            shutil.rmtree(root / name, ignore_errors=True)
+        # Every shard's lock is held until its results are gone: a live shard is refused,
+        # and none can start in the middle.
+        with _all_shards_locked(root):
+            for name in (layout.JOURNAL_DIR, layout.PARTS_DIR, layout.SHARDS_DIR):
+                shutil.rmtree(root / name, ignore_errors=True)
         (root / layout.MANIFEST).unlink(missing_ok=True)
     (root / layout.JOURNAL_DIR).mkdir(parents=True, exist_ok=True)
     (root / layout.PARTS_DIR).mkdir(parents=True, exist_ok=True)
+
+
+@contextmanager
+def _all_shards_locked(root: Path) -> Iterator[None]:
+    locks: list[OutputLock] = []
+    try:
+        for folder in sorted((root / layout.SHARDS_DIR).glob("*-of-*")):
+            if folder.is_dir():
+                lock = OutputLock(folder)
+                lock.acquire()
+                locks.append(lock)
+        yield
+    finally:
+        for lock in locks:
+            lock.release()
+
+
+@contextmanager
+def run_locked(root: Path) -> Iterator[None]:
+    """Hold the locks of a whole run: its own and every shard's (refused while one is live)."""
+    root.mkdir(parents=True, exist_ok=True)
+    lock = OutputLock(root)
+    lock.acquire()
+    try:
+        with _all_shards_locked(root):
+            yield
+    finally:
+        lock.release()
+
+
+def clear_run(root: Path) -> None:
+    """`--fresh` of a whole run by a parent of shards: refused while the run or a shard is live."""
+    root.mkdir(parents=True, exist_ok=True)
+    lock = OutputLock(root)
+    lock.acquire()
+    try:
+        prepare_output(root, fresh=True)
+    finally:
+        lock.release()
