@@ -34,10 +34,12 @@ Rule = Callable[[str, str, int], int | None]
 class Gateway:
     """An HTTP proxy in front of the mock that may answer chosen calls with its own status."""
 
-    def __init__(self, upstream: str, rule: Rule) -> None:
+    def __init__(self, upstream: str, rule: Rule | None = None, *, host: str | None = None) -> None:
         self.upstream = upstream.rstrip("/").removesuffix("/v1")
-        self.rule = rule
+        self.rule = rule or (lambda method, path, count: None)
+        self.host = host  # the Host the upstream is told (where it thinks it is reached)
         self.calls: dict[tuple[str, str], int] = {}
+        self.keys: list[tuple[str, str | None]] = []  # (path, the x-api-key it came with)
         self.base_url = ""
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -47,8 +49,11 @@ class Gateway:
         assert self._session is not None
         key = (request.method, request.path)
         count = self.calls[key] = self.calls.get(key, 0) + 1
+        self.keys.append((request.path, request.headers.get("x-api-key")))
         headers = {k: v for k, v in request.headers.items()
                    if k.lower() not in ("host", "content-length", "transfer-encoding")}
+        if self.host is not None:
+            headers["Host"] = self.host
         async with self._session.request(request.method, self.upstream + request.path_qs,
                                          data=await request.read(), headers=headers) as answer:
             body = await answer.read()
@@ -218,3 +223,32 @@ def test_when_the_batch_side_fails_the_online_side_is_cancelled_not_left_running
 
         left = asyncio.run(main())
     assert left == set()
+
+
+def test_the_key_goes_to_the_base_url_only_not_to_a_results_url_on_another_host(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BATCH_TEST_KEY", "sk-ant-secret-0123456789")
+    variant = {"name": "b", "model": "claude-mock", "mode": "batch", "params": {"max_tokens": 32}}
+    with MockThread(MockConfig(batch_seconds=0.1)) as server, \
+            Gateway(server.base_url) as elsewhere, \
+            Gateway(server.base_url, host=elsewhere.base_url.split("/")[2]) as front:
+        path = batch_job(tmp_path, front.base_url, rows=ROWS, api="anthropic", variants=[variant],
+                         provider={"api_key_env": "BATCH_TEST_KEY"})
+        assert batchrun.run(path).exit_code == 0
+    assert {key for _, key in front.keys} == {"sk-ant-secret-0123456789"}
+    assert [p for p, _ in elsewhere.keys] and all(p.endswith("/results") for p, _ in elsewhere.keys)
+    assert {key for _, key in elsewhere.keys} == {None}
+
+
+def test_the_batch_calls_map_a_529_to_overloaded_and_take_200_mb_files(tmp_path: Path) -> None:
+    from batchrun.errors import Overloaded
+    from batchrun.job import Job
+    from batchrun.providers.batches.anthropic import AnthropicBatches
+    from batchrun.providers.batches.openai import OpenAIBatches
+    from batchrun.providers.batches.transport import BatchHTTP
+
+    assert OpenAIBatches.max_bytes == 200_000_000 and AnthropicBatches.max_bytes == 256_000_000
+    (spec,) = Job.from_toml(batch_job(tmp_path, "http://127.0.0.1:1/v1")).providers
+    error = BatchHTTP(spec, {}, api_key=None).status_error(529, {}, "", "POST /v1/batches")
+    assert isinstance(error, Overloaded) and error.status == 529

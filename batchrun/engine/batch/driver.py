@@ -182,7 +182,6 @@ class BatchDriver:
             if outcome.revive:
                 await self.sink.append_lines(
                     await asyncio.to_thread(revive, self.sink.root, outcome.revive))
-        self._online_rows = outcome.online_rows
         if outcome.planned:
             count = sum(self.journal.states[k].requests for k in outcome.planned)
             log.info("planned %d batch%s of %d requests", len(outcome.planned),

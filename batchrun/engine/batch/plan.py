@@ -96,8 +96,6 @@ class PlanOutcome:
     planned: list[str] = field(default_factory=list)  # batch keys journaled `planned`
     previous_ok: int = 0
     previous_error: int = 0
-    in_batches: int = 0  # requests already in a live batch
-    online_rows: set[str] = field(default_factory=set)  # row ids with a request sent online
     revive: set[tuple[str, str]] = field(default_factory=set)
 
 
@@ -196,10 +194,8 @@ class Planner:
             return
         cid = custom_id(self.journal.run_id, request.row_id, request.hash)
         if cid in pending.live:
-            outcome.in_batches += 1
             return
-        if cid in pending.online:
-            outcome.online_rows.add(request.row_id)
+        if cid in pending.online:  # the online path answers it
             return
         api = self.apis[request.provider]
         line = api.line(cid, request.body)

@@ -34,7 +34,7 @@ class AnthropicBatches(BatchAPI):
     """Anthropic's Message Batches API."""
 
     max_requests = 100_000
-    max_bytes = 256 * 1000 * 1000
+    max_bytes = 256_000_000
 
     def line(self, custom_id: str, body: dict[str, Any]) -> bytes:
         params = self.wire.wire_body(body)

@@ -13,9 +13,6 @@ if TYPE_CHECKING:
     from batchrun.providers.base import WireFormat
     from batchrun.providers.batches.transport import BatchHTTP
 
-# What the driver shows: every provider's states mapped onto these few.
-PHASES = ("validating", "in_progress", "finalizing", "cancelling", "ended")
-
 
 @dataclass(frozen=True, slots=True)
 class BatchInfo:
@@ -23,7 +20,7 @@ class BatchInfo:
 
     id: str
     status: str  # the provider's word: "in_progress", "finalizing", "canceling", "expired", ...
-    phase: str  # one of PHASES
+    phase: str  # "validating", "in_progress", "finalizing", "cancelling" or "ended"
     done: int  # lines finished so far, as far as the provider tells
     total: int
     created_at: float | None = None  # Unix time

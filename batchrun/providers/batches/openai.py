@@ -36,7 +36,7 @@ class OpenAIBatches(BatchAPI):
     """The Files + Batches APIs of OpenAI and of the providers that copy them."""
 
     max_requests = 50_000
-    max_bytes = 200 * 1024 * 1024
+    max_bytes = 200_000_000  # 200 MB, as the Files API counts them
 
     @property
     def endpoint(self) -> str:

@@ -15,6 +15,7 @@ from typing import IO, Any
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from batchrun.errors import (
     AuthenticationFailed,
@@ -22,6 +23,7 @@ from batchrun.errors import (
     ConnectionFailed,
     MalformedResponse,
     NotFound,
+    Overloaded,
     RateLimited,
     Redirected,
     RequestError,
@@ -49,13 +51,14 @@ class BatchHTTP:
         self.base_url = spec.base_url.rstrip("/")
         self.redact = Redactor(api_key)
         self._headers = {**dict(spec.headers), **auth_headers}
+        self._origin = URL(self.base_url).origin()
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> BatchHTTP:
         # No total timeout: a 200 MB upload or download takes what it takes; silence is capped.
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=60,
                                         sock_read=self.spec.timeout_seconds)
-        self._session = aiohttp.ClientSession(timeout=timeout, headers=self._headers)
+        self._session = aiohttp.ClientSession(timeout=timeout)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -100,7 +103,8 @@ class BatchHTTP:
         session = self._open()
         written = 0
         try:
-            async with session.get(url, allow_redirects=False) as response:
+            async with session.get(url, headers=self._headers_for(url),
+                                   allow_redirects=False) as response:
                 await self._check(response)
                 handle: IO[bytes] = await asyncio.to_thread(dest.open, "wb")
                 try:
@@ -122,7 +126,8 @@ class BatchHTTP:
         """The first line of a body, leaving the rest unread; None when it is over MAX_LINE."""
         session = self._open()
         try:
-            async with session.get(url, allow_redirects=False) as response:
+            async with session.get(url, headers=self._headers_for(url),
+                                   allow_redirects=False) as response:
                 await self._check(response)
                 line = await response.content.readuntil(b"\n", max_size=MAX_LINE)
         except RequestError as error:
@@ -136,6 +141,14 @@ class BatchHTTP:
                 f"{self.spec.name}: GET {url}: {type(error).__name__}: {error}")) from None
         return line
 
+    def _headers_for(
+        self, url: str, extra: Mapping[str, str] | None = None
+    ) -> dict[str, str]:
+        """The provider's headers (its key among them) for its own origin only: a results_url
+        on another host gets none of them."""
+        own = self._headers if URL(url).origin() == self._origin else {}
+        return {**own, **(extra or {})}
+
     def _open(self) -> aiohttp.ClientSession:
         assert self._session is not None, "use BatchHTTP as an async context manager"
         return self._session
@@ -146,7 +159,8 @@ class BatchHTTP:
     ) -> Any:
         session = self._open()
         try:
-            async with session.request(method, url, data=data, headers=headers, params=params,
+            async with session.request(method, url, data=data,
+                                       headers=self._headers_for(url, headers), params=params,
                                        allow_redirects=False) as response:
                 await self._check(response)
                 raw = await response.read()
@@ -196,6 +210,8 @@ class BatchHTTP:
             return type(refined)(message, status=status, retry_after=retry_after)
         if status == 429:
             return RateLimited(message, status=status, retry_after=retry_after)
+        if status == 529:  # as the online calls say: the provider is overloaded
+            return Overloaded(message, status=status, retry_after=retry_after)
         if status in (408, 409, 425) or status >= 500:
             return ServerError(message, status=status, retry_after=retry_after)
         if status in (401, 403):
