@@ -175,8 +175,13 @@ class Remote:
         for extra in extras:
             log.warning("%s: batch %s was created twice; cancelling the copy %s",
                         state.provider, state.key, extra.id)
-            if not extra.ended:
+            if extra.ended:
+                continue
+            try:
                 await self._cancel_call(extra.id)
+            except RetryableError as error:  # the batch found is kept whatever becomes of this
+                log.warning("%s: cancelling %s failed: %s; cancel it by hand", state.provider,
+                            extra.id, error.message)
 
     async def _holds_ours(self, state: BatchState, info: BatchInfo) -> bool:
         """Whether an ended batch is this one: its first custom_id is one of ours."""
