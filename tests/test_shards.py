@@ -175,7 +175,7 @@ def test_mixing_shard_counts_or_sharded_and_unsharded_runs_is_refused(tmp_path: 
     # A shard that has not run yet shows as not started, and its rows are not guessed.
     report = json.loads(cli("report", str(tmp_path / "out"), "--json").stdout)
     assert report["shards"]["by_shard"]["1-of-2"] == {
-        "ok": 0, "error": 0, "pending": None, "started": False}
+        "ok": 0, "error": 0, "pending": None, "started": False, "limit": None}
     assert "1 not started" in cli("report", str(tmp_path / "out")).stdout
     # --fresh of the whole run clears the shards, and then it runs unsharded.
     fresh = cli("run", str(job), "--fresh", "--no-progress")
@@ -448,3 +448,15 @@ def test_shards_with_shard_or_processes_is_refused(tmp_path: Path) -> None:
     inside = cli("run", str(job), "--processes", "2", "--no-progress",
                  env={"BATCHRUN_SHARD": "1/4"})
     assert inside.returncode == 2 and "one shard per task" in inside.stderr
+
+
+def test_report_says_which_shard_ran_with_a_limit(tmp_path: Path) -> None:
+    write_rows(tmp_path / "rows.jsonl", rows(60))
+    job = write_job(tmp_path, base_url="mock")
+    assert cli("run", str(job), "--shard", "0/2", "--no-progress").returncode == 0
+    assert cli("run", str(job), "--shard", "1/2", "--limit", "20", "--no-progress").returncode == 0
+    report = json.loads(cli("report", str(tmp_path / "out"), "--json").stdout)
+    shards = report["shards"]["by_shard"]
+    assert shards["0-of-2"]["limit"] is None and shards["1-of-2"]["limit"] == 20
+    assert shards["1-of-2"]["ok"] == sum(Shard(1, 2).owns(f"r{i}") for i in range(20))
+    assert "it ran with --limit" in cli("report", str(tmp_path / "out")).stdout

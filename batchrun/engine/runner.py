@@ -100,7 +100,8 @@ async def _run_locked(
         if shard is None:
             write_manifest(root, job, input_rows=scan.rows, limit=options.limit)
         else:  # a shard expects its own rows: --limit is already applied to them
-            write_manifest(root, job, input_rows=scan.selected, shard=str(shard))
+            write_manifest(root, job, input_rows=scan.selected, limit=options.limit,
+                           shard=str(shard))
         counted_rows = scan.selected
         if options.only_ids is not None:
             counted_rows = min(counted_rows, len(options.only_ids))

@@ -140,6 +140,8 @@ def _shards(table: pa.Table, folders: list[tuple[str, Path]]) -> dict[str, Any]:
             "ok": ok, "error": error,
             "pending": None if expected is None else max(0, expected - ok - error),
             "started": manifest is not None,
+            # A shard run with --limit N asks only for its rows among the first N input rows.
+            "limit": None if manifest is None else manifest.get("limit"),
         }
     return {"count": count, "started": sum(s["started"] for s in shards.values()),
             "by_shard": shards}
@@ -193,7 +195,9 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"shards    {shards['started']} of {shards['count']} started{note}")
         for name, v in shards["by_shard"].items():
             pending = "not started" if not v["started"] else f"{v['pending']} pending"
-            lines.append(f"  {name}: {v['ok']} ok, {v['error']} error, {pending}")
+            limited = "" if v.get("limit") is None else (
+                f" (its rows among the first {v['limit']:,} input rows: it ran with --limit)")
+            lines.append(f"  {name}: {v['ok']} ok, {v['error']} error, {pending}{limited}")
     return "\n".join(lines)
 
 
