@@ -16,6 +16,8 @@ import pytest
 
 import batchrun
 from batchrun import cli
+from batchrun.engine.runner import _check_windows
+from batchrun.job import Job
 from batchrun.mock import MockConfig, MockThread, expected_content
 from batchrun.store.batches import read_batches
 from tests.conftest import write_rows
@@ -146,12 +148,16 @@ def test_a_create_refused_with_a_400_records_its_rows_as_errors_not_sent_again(
 def test_a_window_the_openai_batch_api_does_not_take_exits_2_before_anything_is_sent(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with MockThread(MockConfig()) as server:
-        path = batch_job(tmp_path, server.base_url, rows=2, batch={"window": "48h"})
-        assert cli.main(["run", str(path)]) == 2
-        assert server.stats.batch_calls == {}
+    # Nothing may be sent: the check comes before any connection to api.openai.com.
+    path = batch_job(tmp_path, "https://api.openai.com/v1", rows=2, batch={"window": "48h"})
+    assert cli.main(["run", str(path)]) == 2
     err = capsys.readouterr().err
     assert "job.toml: [batch]: \"window\" = \"48h\"" in err and 'window = "24h"' in err
+    assert not (tmp_path / "out" / "batches").exists()
+    # A compatible provider may take longer windows (Groq: up to 7 days): not refused here.
+    groq = Job.from_toml(batch_job(tmp_path, "https://api.groq.com/openai/v1",
+                                   batch={"window": "7d"}))
+    _check_windows(groq)
 
 
 def test_shuffled_results_and_a_lagging_file_store_change_nothing(tmp_path: Path) -> None:

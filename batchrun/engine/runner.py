@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from batchrun.engine.batch import BatchDriver
 from batchrun.engine.budget import Budget
@@ -251,19 +252,24 @@ def _on_signals(handler: Callable[[], None]) -> Callable[[], None]:
     return restore
 
 
-# OpenAI's Batch API takes this completion_window only; any other is refused at each create.
+# OpenAI's own Batch API takes this completion_window only; any other is refused at each
+# create. Compatible providers may take longer ones (Groq: up to "7d"), so only OpenAI's host
+# is held to it.
 OPENAI_WINDOW = "24h"
+OPENAI_HOST = "api.openai.com"
 
 
 def _check_windows(job: Job) -> None:
     """[batch] window against the batch variants' APIs, before anything is sent."""
     window = job.batch.window
     for variant in job.variants:
-        api = job.provider(variant.provider).api
-        if variant.batch and api in ("openai", "responses") and window != OPENAI_WINDOW:
+        spec = job.provider(variant.provider)
+        official = urlsplit(spec.base_url).hostname == OPENAI_HOST
+        if variant.batch and spec.api in ("openai", "responses") and official \
+                and window != OPENAI_WINDOW:
             raise JobError(
                 f'{job.source}: [batch]: "window" = "{window}" is not taken by the Batch API '
-                f'of api = "{api}" (variant "{variant.name}"): set window = "{OPENAI_WINDOW}"')
+                f'of {OPENAI_HOST} (variant "{variant.name}"): set window = "{OPENAI_WINDOW}"')
 
 
 def _check_detachable(job: Job) -> None:
