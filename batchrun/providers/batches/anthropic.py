@@ -51,17 +51,8 @@ class AnthropicBatches(BatchAPI):
         return self.info(await self.http.json(
             "GET", self.http.url(f"/messages/batches/{batch_id}")))
 
-    async def listing(self) -> AsyncIterator[BatchInfo]:
-        after: str | None = None
-        while True:
-            params = {"limit": "100", **({"after_id": after} if after else {})}
-            page = await self.http.json("GET", self.http.url("/messages/batches"), params=params)
-            data = page.get("data") if isinstance(page, dict) else None
-            for item in data or ():
-                yield self.info(item)
-            if not data or not page.get("has_more"):
-                return
-            after = page.get("last_id") or data[-1].get("id")
+    def listing(self) -> AsyncIterator[BatchInfo]:
+        return self._pages("/messages/batches", "after_id")
 
     async def cancel(self, batch_id: str) -> BatchInfo:
         url = self.http.url(f"/messages/batches/{batch_id}/cancel")

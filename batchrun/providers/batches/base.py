@@ -84,6 +84,23 @@ class BatchAPI(ABC):
         """The account's batches, newest first, page after page."""
 
     @abstractmethod
+    def info(self, data: Any) -> BatchInfo:
+        """A batch object of this API as a `BatchInfo`."""
+
+    async def _pages(self, path: str, cursor: str) -> AsyncIterator[BatchInfo]:
+        """A list endpoint read page by page; `cursor` is the API's name for "after this id"."""
+        after: str | None = None
+        while True:
+            params = {"limit": "100", **({cursor: after} if after else {})}
+            page = await self.http.json("GET", self.http.url(path), params=params)
+            data = page.get("data") if isinstance(page, dict) else None
+            for item in data or ():
+                yield self.info(item)
+            if not data or not page.get("has_more"):
+                return
+            after = page.get("last_id") or data[-1].get("id")
+
+    @abstractmethod
     async def cancel(self, batch_id: str) -> BatchInfo:
         """Ask the provider to cancel; it goes on to its final state by itself."""
 

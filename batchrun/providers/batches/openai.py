@@ -79,17 +79,8 @@ class OpenAIBatches(BatchAPI):
     async def get(self, batch_id: str) -> BatchInfo:
         return self.info(await self.http.json("GET", self.http.url(f"/batches/{batch_id}")))
 
-    async def listing(self) -> AsyncIterator[BatchInfo]:
-        after: str | None = None
-        while True:
-            params = {"limit": "100", **({"after": after} if after else {})}
-            page = await self.http.json("GET", self.http.url("/batches"), params=params)
-            data = page.get("data") if isinstance(page, dict) else None
-            for item in data or ():
-                yield self.info(item)
-            if not data or not page.get("has_more"):
-                return
-            after = page.get("last_id") or data[-1].get("id")
+    def listing(self) -> AsyncIterator[BatchInfo]:
+        return self._pages("/batches", "after")
 
     async def cancel(self, batch_id: str) -> BatchInfo:
         url = self.http.url(f"/batches/{batch_id}/cancel")
