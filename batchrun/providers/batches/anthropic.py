@@ -14,7 +14,7 @@ custom_ids of its results.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
@@ -72,11 +72,8 @@ class AnthropicBatches(BatchAPI):
             return await super().first_custom_id(info, folder, stem)
         return (result_line(raw).custom_id or None) if raw.strip() else None
 
-    def read_results(self, path: Path) -> Iterator[ResultLine]:
-        with path.open("rb") as lines:
-            for raw in lines:
-                if raw.strip():
-                    yield result_line(raw)
+    def result_line(self, raw: bytes) -> ResultLine:
+        return result_line(raw)
 
     def info(self, data: Any) -> BatchInfo:
         """A message batch object as a BatchInfo."""

@@ -109,8 +109,15 @@ class BatchAPI(ABC):
         """Fetch an ended batch's result files into `folder`; their paths."""
 
     @abstractmethod
+    def result_line(self, raw: bytes) -> ResultLine:
+        """One line of a downloaded result file."""
+
     def read_results(self, path: Path) -> Iterator[ResultLine]:
         """The result lines of one downloaded file."""
+        with path.open("rb") as lines:
+            for raw in lines:
+                if raw.strip():
+                    yield self.result_line(raw)
 
     async def first_custom_id(self, info: BatchInfo, folder: Path, stem: str) -> str | None:
         """The custom_id of an ended batch's first result line (to recognise an orphan batch)."""

@@ -14,7 +14,7 @@ a batch created just before a crash is found again by listing.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -95,11 +95,8 @@ class OpenAIBatches(BatchAPI):
                 paths.append(path)
         return paths
 
-    def read_results(self, path: Path) -> Iterator[ResultLine]:
-        with path.open("rb") as lines:
-            for raw in lines:
-                if raw.strip():
-                    yield result_line(raw)
+    def result_line(self, raw: bytes) -> ResultLine:
+        return result_line(raw)
 
     def info(self, data: Any) -> BatchInfo:
         """A batch object as a BatchInfo."""

@@ -9,7 +9,8 @@ with no total timeout, only one on silence.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -102,7 +103,7 @@ class BatchHTTP:
         """Stream a body into `dest` (replaced); the bytes written."""
         session = self._open()
         written = 0
-        try:
+        with self._failures("download", url):
             async with session.get(url, headers=self._headers_for(url),
                                    allow_redirects=False) as response:
                 await self._check(response)
@@ -113,33 +114,19 @@ class BatchHTTP:
                         written += len(chunk)
                 finally:
                     await asyncio.to_thread(handle.close)
-        except RequestError as error:
-            raise self._redacted(error) from None
-        except (TimeoutError, aiohttp.ServerTimeoutError) as error:
-            raise Timeout(f"{self.spec.name}: download timed out ({error!r})") from None
-        except aiohttp.ClientError as error:
-            raise ConnectionFailed(self._redact_text(
-                f"{self.spec.name}: download failed: {type(error).__name__}: {error}")) from None
         return written
 
     async def first_line(self, url: str) -> bytes | None:
         """The first line of a body, leaving the rest unread; None when it is over MAX_LINE."""
         session = self._open()
         try:
-            async with session.get(url, headers=self._headers_for(url),
-                                   allow_redirects=False) as response:
-                await self._check(response)
-                line = await response.content.readuntil(b"\n", max_size=MAX_LINE)
-        except RequestError as error:
-            raise self._redacted(error) from None
+            with self._failures("GET", url):
+                async with session.get(url, headers=self._headers_for(url),
+                                       allow_redirects=False) as response:
+                    await self._check(response)
+                    return await response.content.readuntil(b"\n", max_size=MAX_LINE)
         except ValueError:  # aiohttp's "Chunk too big"
             return None
-        except (TimeoutError, aiohttp.ServerTimeoutError) as error:
-            raise Timeout(f"{self.spec.name}: GET {url}: no answer in time ({error!r})") from None
-        except aiohttp.ClientError as error:
-            raise ConnectionFailed(self._redact_text(
-                f"{self.spec.name}: GET {url}: {type(error).__name__}: {error}")) from None
-        return line
 
     def _headers_for(
         self, url: str, extra: Mapping[str, str] | None = None
@@ -148,6 +135,20 @@ class BatchHTTP:
         on another host gets none of them."""
         own = self._headers if URL(url).origin() == self._origin else {}
         return {**own, **(extra or {})}
+
+    @contextmanager
+    def _failures(self, what: str, url: str) -> Iterator[None]:
+        """Transport failures as the request error tree says them, with secrets redacted."""
+        try:
+            yield
+        except RequestError as error:
+            raise self._redacted(error) from None
+        except (TimeoutError, aiohttp.ServerTimeoutError) as error:
+            raise Timeout(f"{self.spec.name}: {what} {url}: no answer in time "
+                          f"({error!r})") from None
+        except aiohttp.ClientError as error:
+            raise ConnectionFailed(self._redact_text(
+                f"{self.spec.name}: {what} {url}: {type(error).__name__}: {error}")) from None
 
     def _open(self) -> aiohttp.ClientSession:
         assert self._session is not None, "use BatchHTTP as an async context manager"
@@ -158,20 +159,12 @@ class BatchHTTP:
         params: Mapping[str, str] | None = None,
     ) -> Any:
         session = self._open()
-        try:
+        with self._failures(method, url):
             async with session.request(method, url, data=data,
                                        headers=self._headers_for(url, headers), params=params,
                                        allow_redirects=False) as response:
                 await self._check(response)
                 raw = await response.read()
-        except RequestError as error:
-            raise self._redacted(error) from None
-        except (TimeoutError, aiohttp.ServerTimeoutError) as error:
-            raise Timeout(f"{self.spec.name}: {method} {url}: no answer in time "
-                          f"({error!r})") from None
-        except aiohttp.ClientError as error:
-            raise ConnectionFailed(self._redact_text(
-                f"{self.spec.name}: {method} {url}: {type(error).__name__}: {error}")) from None
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError:
