@@ -14,14 +14,19 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from batchrun.errors import StorageError, UsageError
+from batchrun.errors import (
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    StorageError,
+    UsageError,
+)
 
 if TYPE_CHECKING:
     from batchrun.engine import RunSummary
     from batchrun.job import Job
 
-EXIT_OK, EXIT_SOME_ERRORS, EXIT_USAGE, EXIT_BUDGET, EXIT_INTERNAL = 0, 1, 2, 3, 4
-EXIT_INTERRUPTED = 130
 
 
 def _parser() -> argparse.ArgumentParser:

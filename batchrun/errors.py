@@ -38,6 +38,10 @@ from __future__ import annotations
 import errno
 from pathlib import Path
 
+# Exit codes of `batchrun run`, shared by the command, the summary and the shard parents.
+EXIT_OK, EXIT_SOME_ERRORS, EXIT_USAGE, EXIT_BUDGET, EXIT_INTERNAL = 0, 1, 2, 3, 4
+EXIT_ACCOUNT, EXIT_INTERRUPTED = 5, 130
+
 
 class BatchrunError(Exception):
     """Base class of every error batchrun raises on purpose."""

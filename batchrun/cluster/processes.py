@@ -30,14 +30,13 @@ from batchrun.cluster.combine import combine
 from batchrun.engine import RunSummary
 from batchrun.engine.preflight import api_keys, check_columns
 from batchrun.engine.shards import check_layout
-from batchrun.errors import UsageError
+from batchrun.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, UsageError
 from batchrun.job import Job
 from batchrun.sources import Shard
 from batchrun.store import clear_run
 
 log = logging.getLogger("batchrun")
 
-EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 2, 4, 130
 LOG_EVERY_S = 10.0
 
 

@@ -8,6 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from batchrun.engine.account import Stop
+from batchrun.errors import (
+    EXIT_ACCOUNT,
+    EXIT_BUDGET,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_SOME_ERRORS,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,12 +40,13 @@ class RunSummary:
     def exit_code(self) -> int:
         """0 all ok, 1 some not ok, 3 budget, 5 an account refused, 130 interrupted."""
         if self.stopped == "interrupted":
-            return 130
+            return EXIT_INTERRUPTED
         if any(stop.stopped for stop in self.refused):
-            return 5
+            return EXIT_ACCOUNT
         if self.stopped == "budget":
-            return 3
-        return 1 if self.error or self.refused_requests or self.unsettled else 0
+            return EXIT_BUDGET
+        return EXIT_SOME_ERRORS if self.error or self.refused_requests or self.unsettled \
+            else EXIT_OK
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able form, as a shard process hands its summary to its parent."""
